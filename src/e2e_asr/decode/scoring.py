@@ -123,9 +123,7 @@ def word_units(text: str) -> list[str]:
     return text.split()
 
 
-def corpus_stats(
-    pairs: Iterable[tuple[str, str]], unit: str = "char"
-) -> EditStats:
+def corpus_stats(pairs: Iterable[tuple[str, str]], unit: str = "char") -> EditStats:
     """Sum of edit counts over (ref, hyp) text pairs; ``unit`` is ``char`` or ``word``."""
     split = char_units if unit == "char" else word_units
     total = EditStats()
