@@ -1,0 +1,115 @@
+"""Checkpoint files: atomic writes, weights-only loading, model rebuild from the payload.
+
+A payload is a plain dict (see docs/interfaces.md): `model` (state_dict, ESPnet1 names),
+`config` (with `model_config`, `criterion_config`), `units`, `feature_config`, `epoch`,
+`step`, and for training state `optimizer scheduler scaler rng train_state validation`.
+Only tensors and plain Python types may go in, so that `weights_only=True` loading works:
+loading never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from e2e_asr.model.e2e import E2EModel, build_model
+
+CHECKPOINT_RE = re.compile(r"^checkpoint\.(\d+)$")
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be read or used; the message names the file."""
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write `payload` to `path` atomically: temp file in the same dir, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # Persist the rename itself, so a crash right after cannot lose the new file.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a payload on CPU with `weights_only=True`; `CheckpointError` if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses globals it does not know: the file wants to run code or
+        # holds objects that are not plain data.
+        raise CheckpointError(
+            f"checkpoint {path}: refused, it holds objects other than tensors and plain "
+            f"Python data (loading it could run code): {str(e).splitlines()[0]}"
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(
+            f"checkpoint {path}: truncated or corrupt ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise CheckpointError(f"checkpoint {path}: not a checkpoint payload (no 'model' entry)")
+    return payload
+
+
+def load_model(
+    path_or_payload: str | os.PathLike | dict[str, Any],
+) -> tuple[E2EModel, dict[str, Any]]:
+    """Rebuild the model from `payload["config"]`, load its weights (strict), eval mode."""
+    if isinstance(path_or_payload, dict):
+        payload, where = path_or_payload, "payload"
+    else:
+        payload, where = load_checkpoint(path_or_payload), f"checkpoint {path_or_payload}"
+    config = payload.get("config") or {}
+    if "model_config" not in config or "criterion_config" not in config:
+        raise CheckpointError(f"{where}: config lacks model_config/criterion_config")
+    try:
+        model = build_model(config["model_config"], config["criterion_config"])
+    except ValueError as e:
+        raise CheckpointError(f"{where}: {e}") from e
+    missing, unexpected = model.load_state_dict(payload["model"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{where}: weights do not match its model_config; "
+            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+    model.eval()
+    return model, payload
+
+
+def latest_checkpoint(exp_dir: str | os.PathLike) -> Path | None:
+    """Highest-numbered `checkpoint.N` in `exp_dir` that loads; None if there is none."""
+    found = []
+    for p in Path(exp_dir).glob("checkpoint.*"):
+        m = CHECKPOINT_RE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    for _, p in sorted(found, reverse=True):
+        try:
+            load_checkpoint(p)
+        except CheckpointError:
+            continue
+        return p
+    return None
