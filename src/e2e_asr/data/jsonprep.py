@@ -1,0 +1,349 @@
+"""Stage 2: CMVN, tokenisation, train/dev split and ESPnet1 json, streaming over a data dir.
+
+Three streaming passes over the (sorted) data-dir tables, none of which holds features or the
+whole corpus in memory: keys (dev selection), text + frame counts (OOV report, filters,
+counts), then features (CMVN) while writing json.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import kaldiio
+import yaml
+
+from e2e_asr.data.cmvn import CmvnStats, write_cmvn
+from e2e_asr.data.datadir import iter_kv
+from e2e_asr.data.espnet_json import JsonWriter, make_entry
+from e2e_asr.data.features import FeatureConfig
+from e2e_asr.data.io import atomic_write_lines
+from e2e_asr.data.split import base_key, dev_keys, is_copy
+from e2e_asr.data.units import Tokenizer, extend_units, write_units
+
+# Feature options that change what a model sees (dither does not).
+_FEATURE_KEYS = (
+    "type",
+    "dim",
+    "sample_rate",
+    "num_mel_bins",
+    "num_ceps",
+    "frame_length_ms",
+    "frame_shift_ms",
+    "low_freq",
+    "high_freq",
+    "snip_edges",
+    "use_energy",
+    "preemph_coeff",
+    "window_type",
+    "cepstral_lifter",
+)
+
+
+class JsonPrepError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LengthFilter:
+    """The seed's ``clean_data``: ilen = input frames, olen = output units."""
+
+    enabled: bool = True
+    ilen_min: int = 17
+    ilen_max: int = 2000
+    olen_max: int = 100
+
+    @classmethod
+    def from_jconfig(cls, j: dict | None) -> LengthFilter:
+        if not j:
+            return cls()
+        return cls(
+            enabled=bool(j.get("clean_data", True)),
+            ilen_min=int(j.get("ilen_min", cls.ilen_min)),
+            ilen_max=int(j.get("ilen_max", cls.ilen_max)),
+            olen_max=int(j.get("olen_max", cls.olen_max)),
+        )
+
+    def reason(self, ilen: int, olen: int) -> str | None:
+        if olen == 0:
+            return "no output units"
+        if not self.enabled:
+            return None
+        if ilen < self.ilen_min:
+            return f"ilen < ilen_min {self.ilen_min}"
+        if ilen > self.ilen_max:
+            return f"ilen > ilen_max {self.ilen_max}"
+        if olen > self.olen_max:
+            return f"olen > olen_max {self.olen_max}"
+        return None
+
+
+def load_filters(config: str | os.PathLike | None) -> tuple[LengthFilter, LengthFilter]:
+    """Train and dev filters from a seed-style yaml (``set_config.jconfig`` or ``jconfig``,
+    ``valid_config.jconfig``); the seed's values when no config is given."""
+    if config is None:
+        return LengthFilter(), LengthFilter()
+    with open(config, encoding="utf-8") as fh:
+        cfg = yaml.safe_load(fh) or {}
+    if not isinstance(cfg, dict):
+        raise JsonPrepError(f"{config}: expected a mapping at the top level")
+    train_j = (cfg.get("set_config") or {}).get("jconfig") or cfg.get("jconfig")
+    dev_j = (cfg.get("valid_config") or {}).get("jconfig") or train_j
+    return LengthFilter.from_jconfig(train_j), LengthFilter.from_jconfig(dev_j)
+
+
+def load_base_model_info(ckpt: str | os.PathLike) -> tuple[list[str], dict | None]:
+    """Units (and the feature config, if recorded) of a base model checkpoint."""
+    import torch
+
+    try:
+        payload = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise JsonPrepError(f"{ckpt}: cannot load checkpoint ({exc})") from exc
+    if not isinstance(payload, dict) or "units" not in payload:
+        raise JsonPrepError(f"{ckpt}: checkpoint has no 'units' list")
+    units = [str(u) for u in payload["units"]]
+    return units, payload.get("feature_config")
+
+
+def check_feature_match(data_cfg: FeatureConfig, model_cfg: dict | None, where: str) -> None:
+    if not model_cfg:
+        return
+    mine = data_cfg.to_dict()
+    diff = [
+        f"{k}: data {mine.get(k)!r} vs model {model_cfg.get(k)!r}"
+        for k in _FEATURE_KEYS
+        if k in model_cfg and model_cfg.get(k) != mine.get(k)
+    ]
+    if diff:
+        raise JsonPrepError(
+            f"{where}: features differ from the base model's ({'; '.join(diff)}); "
+            "re-run stage 1 with the base model's feature config"
+        )
+
+
+class _SortedLookup:
+    """Look up keys, in increasing order, in a sorted Kaldi table read as a stream."""
+
+    def __init__(self, path: Path, allow_empty: bool = False) -> None:
+        self.path = path
+        self._it = iter_kv(path, allow_empty) if path.is_file() else iter(())
+        self._cur: tuple[str, str] | None = next(self._it, None)
+
+    def get(self, key: str) -> str | None:
+        while self._cur is not None and self._cur[0] < key:
+            prev = self._cur[0]
+            self._cur = next(self._it, None)
+            if self._cur is not None and self._cur[0] < prev:
+                raise JsonPrepError(
+                    f"{self.path}: not sorted (at {self._cur[0]!r}); sort it (LC_ALL=C)"
+                )
+        if self._cur is not None and self._cur[0] == key:
+            return self._cur[1]
+        return None
+
+
+@dataclass
+class Utt:
+    utt: str
+    feat: str
+    frames: int
+    text: str
+    spk: str
+
+
+def iter_data(data_dir: Path) -> Iterator[Utt | tuple[str, str]]:
+    """Utterances with features, text and frame count; ``(utt, problem)`` when one is missing."""
+    for name in ("feats.scp", "utt2num_frames", "text"):
+        if not (data_dir / name).is_file():
+            raise JsonPrepError(f"{data_dir}: missing {name} (run stages 0 and 1)")
+    frames = _SortedLookup(data_dir / "utt2num_frames")
+    texts = _SortedLookup(data_dir / "text", allow_empty=True)
+    spks = _SortedLookup(data_dir / "utt2spk")
+    prev = ""
+    for utt, feat in iter_kv(data_dir / "feats.scp"):
+        if utt < prev:
+            raise JsonPrepError(f"{data_dir}/feats.scp: not sorted (at {utt!r})")
+        prev = utt
+        n, text = frames.get(utt), texts.get(utt)
+        if n is None:
+            yield utt, "no utt2num_frames entry"
+        elif text is None:
+            yield utt, "no text"
+        else:
+            yield Utt(utt, feat, int(n), text, spks.get(utt) or utt)
+
+
+@dataclass
+class Stage2Report:
+    oov: Counter = field(default_factory=Counter)
+    counts: Counter = field(default_factory=Counter)  # role -> kept utterances
+    filtered: Counter = field(default_factory=Counter)  # "role: reason" -> count
+    cmvn_frames: int = 0
+    units_added: list[str] = field(default_factory=list)
+
+    def oov_lines(self, extend: bool) -> list[str]:
+        total = sum(self.oov.values())
+        if not self.oov:
+            return ["OOV: none (every character of the text is a unit)"]
+        what = "added as new units" if extend else "mapped to <unk>"
+        top = ", ".join(f"{c} {n}" for c, n in self.oov.most_common(20))
+        more = " …" if len(self.oov) > 20 else ""
+        return [
+            f"OOV: {len(self.oov)} units not in the unit list, {total} occurrences, {what}: "
+            f"{top}{more}"
+        ]
+
+    def summary_lines(self, json_nj: int) -> list[str]:
+        lines = [
+            f"train: {self.counts['train']} utterances in {json_nj} json files; "
+            f"dev: {self.counts['dev']} utterances"
+        ]
+        if self.filtered:
+            lines.append(
+                "filtered: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.filtered.items()))
+            )
+        lines.append(f"cmvn: {self.cmvn_frames} train frames")
+        return lines
+
+
+def _decide(
+    u: Utt, tok: Tokenizer, role: str, filters: dict[str, LengthFilter], dev: set[str]
+) -> tuple[str, str | None, list[str]]:
+    """(role, filter reason or None, tokens) for one utterance of the main data dir."""
+    if role == "auto":
+        key = base_key(u.utt)
+        if key in dev:
+            if is_copy(u.utt):  # an augmented dev utterance would leak into training
+                return "dropped", "augmented copy of a dev utterance", []
+            role = "dev"
+        else:
+            role = "train"
+    tokens = tok.tokens(u.text)
+    return role, filters[role].reason(u.frames, len(tokens)), tokens
+
+
+def prepare_json(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    units: list[str],
+    json_nj: int,
+    num_utt_percent: int,
+    dev_data_dir: str | os.PathLike | None = None,
+    config: str | os.PathLike | None = None,
+    extend: bool = False,
+    model_feature_config: dict | None = None,
+    log=print,
+) -> Stage2Report:
+    """Write ``train.{1..json_nj}.json dev.json cmvn.ark units.txt feature.yaml oov.txt``."""
+    data_dir, out = Path(data_dir), Path(out_dir)
+    if json_nj < 1:
+        raise JsonPrepError("json_nj must be >= 1")
+    if not (data_dir / "feature.yaml").is_file():
+        raise JsonPrepError(f"{data_dir}: missing feature.yaml (run stage 1)")
+    fcfg = FeatureConfig.from_yaml(data_dir / "feature.yaml")
+    check_feature_match(fcfg, model_feature_config, str(data_dir))
+    sources: list[tuple[Path, str]] = [(data_dir, "auto" if dev_data_dir is None else "train")]
+    if dev_data_dir is not None:
+        dd = Path(dev_data_dir)
+        if not (dd / "feature.yaml").is_file():
+            raise JsonPrepError(f"{dd}: missing feature.yaml (run stage 1 on the dev set)")
+        dcfg = FeatureConfig.from_yaml(dd / "feature.yaml")
+        if {k: v for k, v in dcfg.to_dict().items() if k != "dither"} != {
+            k: v for k, v in fcfg.to_dict().items() if k != "dither"
+        }:
+            raise JsonPrepError(f"{dd}/feature.yaml differs from {data_dir}/feature.yaml")
+        sources.append((dd, "dev"))
+    train_f, dev_f = load_filters(config)
+    filters = {"train": train_f, "dev": dev_f}
+    dev = (
+        set()
+        if dev_data_dir is not None
+        else dev_keys((k for k, _ in iter_kv(data_dir / "feats.scp")), num_utt_percent)
+    )
+
+    # Pass 1: OOV report and counts, before anything is written.
+    tok = Tokenizer(units)
+    report = Stage2Report()
+    for src, role in sources:
+        for u in iter_data(src):
+            if isinstance(u, tuple):
+                report.filtered[f"{role}: {u[1]}"] += 1
+                continue
+            r, why, tokens = _decide(u, tok, role, filters, dev)
+            report.oov.update(t for t in tokens if t not in tok.index)
+            if why is not None:
+                report.filtered[f"{r}: {why}"] += 1
+            else:
+                report.counts[r] += 1
+    for line in report.oov_lines(extend):
+        log(line)
+    if report.counts["train"] == 0:
+        raise JsonPrepError(f"{data_dir}: no training utterances left after the split and filters")
+    if report.counts["train"] < json_nj:
+        raise JsonPrepError(f"json_nj {json_nj} > {report.counts['train']} training utterances")
+    if extend and report.oov:
+        new = sorted(report.oov, key=lambda c: (-report.oov[c], c))
+        units = extend_units(units, new)
+        report.units_added = new
+        tok = Tokenizer(units)
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_lines(
+        out / "oov.txt",
+        (f"{c} {n}" for c, n in sorted(report.oov.items(), key=lambda x: (-x[1], x[0]))),
+    )
+    write_units(out / "units.txt", units)
+    shutil.copyfile(data_dir / "feature.yaml", out / ".feature.yaml.tmp")
+    os.replace(out / ".feature.yaml.tmp", out / "feature.yaml")
+
+    # Pass 2: json and CMVN.
+    stats = CmvnStats(fcfg.dim)
+    fds: dict = {}  # kaldiio keeps one open handle per ark
+    writers = [JsonWriter(out / f"train.{i}.json") for i in range(1, json_nj + 1)]
+    dev_writer = JsonWriter(out / "dev.json")
+    n_train = 0
+    try:
+        for src, role in sources:
+            for u in iter_data(src):
+                if isinstance(u, tuple):
+                    continue
+                r, why, tokens = _decide(u, tok, role, filters, dev)
+                if why is not None:
+                    continue
+                ids = [tok.index.get(t, tok.unk_id) for t in tokens]
+                entry = make_entry(u.feat, u.frames, fcfg.dim, u.text, tokens, ids, tok.odim, u.spk)
+                if r == "train":
+                    feats = kaldiio.load_mat(u.feat, fd_dict=fds)
+                    if feats.shape != (u.frames, fcfg.dim):
+                        raise JsonPrepError(
+                            f"{src}: {u.utt}: features {list(feats.shape)} but utt2num_frames "
+                            f"{u.frames} and dim {fcfg.dim}"
+                        )
+                    stats.add(feats)
+                    writers[n_train % json_nj].add(u.utt, entry)
+                    n_train += 1
+                else:
+                    dev_writer.add(u.utt, entry)
+    except BaseException:
+        for w in (*writers, dev_writer):
+            w.abort()
+        raise
+    finally:
+        for fd in fds.values():
+            fd.close()
+    for w in (*writers, dev_writer):
+        w.close()
+    for p in out.glob("train.*.json"):  # from an earlier run with a larger json_nj
+        idx = p.name.split(".")[1]
+        if idx.isdigit() and int(idx) > json_nj:
+            p.unlink()
+    write_cmvn(out / "cmvn.ark", stats.stats)
+    report.cmvn_frames = stats.frames
+    for line in report.summary_lines(json_nj):
+        log(line)
+    return report

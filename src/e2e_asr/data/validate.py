@@ -1,0 +1,137 @@
+"""Stage-0 checks on candidate utterances: text, audio, duration, format conversion."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+
+import yaml
+
+from e2e_asr.data.adapters import Candidate, Reject
+from e2e_asr.data.audio import AudioError, AudioInfo, conversion_command, probe_audio
+from e2e_asr.data.datadir import Utterance
+from e2e_asr.data.text import normalize
+
+
+@dataclass
+class TextConfig:
+    fullwidth_to_halfwidth: bool = True
+    remove_punct: bool = True
+    case: str = "upper"  # upper | lower | keep (latin letters)
+
+
+@dataclass
+class DataConfig:
+    """``conf/data.yaml``: target sample rate, duration limits (seconds), text normalisation."""
+
+    sample_rate: int = 16000
+    min_duration: float = 0.2
+    max_duration: float = 20.0
+    text: TextConfig = field(default_factory=TextConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "data config") -> DataConfig:
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+        text = d.pop("text", None) or {}
+        tknown = {f.name for f in fields(TextConfig)}
+        if set(text) - tknown:
+            raise ValueError(f"{where}: unknown text key(s) {sorted(set(text) - tknown)}")
+        cfg = cls(**d, text=TextConfig(**text))
+        if cfg.min_duration < 0 or cfg.max_duration <= cfg.min_duration:
+            raise ValueError(f"{where}: need 0 <= min_duration < max_duration")
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike | None) -> DataConfig:
+        if path is None:
+            return cls()
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_dict(yaml.safe_load(fh) or {}, str(path))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ValidationReport:
+    accepted: list[Utterance] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    converted: Counter = field(default_factory=Counter)  # "resampled", "downmixed"
+
+    def summary(self) -> str:
+        counts = Counter(r.reason for r in self.rejects)
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        line = f"{len(self.accepted)} accepted, {len(self.rejects)} rejected"
+        if reasons:
+            line += f" ({reasons})"
+        if self.converted:
+            conv = ", ".join(f"{k}: {v}" for k, v in sorted(self.converted.items()))
+            line += f"; converted ({conv})"
+        return line
+
+
+def validate(candidates: Iterable[Candidate], cfg: DataConfig) -> ValidationReport:
+    """Check each candidate; accepted ones become utterances with normalised text."""
+    report = ValidationReport()
+    probe_cache: dict[str, AudioInfo | AudioError] = {}  # segments share a recording
+    for c in candidates:
+        text = normalize(c.text, **asdict(cfg.text))
+        if not text:
+            report.rejects.append(
+                Reject(c.key, "empty_text", f"{c.where}: no text after normalisation")
+            )
+            continue
+        info = probe_cache.get(c.wav)
+        if info is None:
+            try:
+                info = probe_audio(c.wav)
+            except AudioError as exc:
+                info = exc
+            if c.segment is not None:
+                probe_cache.clear()  # keep only the current recording
+                probe_cache[c.wav] = info
+        if isinstance(info, AudioError):
+            report.rejects.append(Reject(c.key, info.reason, info.message))
+            continue
+        duration = info.duration
+        if c.segment is not None:
+            end = info.duration if c.segment.end < 0 else c.segment.end
+            if c.segment.start < 0 or end <= c.segment.start or end > info.duration + 0.01:
+                report.rejects.append(
+                    Reject(
+                        c.key,
+                        "segment_out_of_range",
+                        f"{c.segment.start}-{c.segment.end}s of a {info.duration:.3f}s recording",
+                    )
+                )
+                continue
+            duration = end - c.segment.start
+        if duration < cfg.min_duration:
+            report.rejects.append(
+                Reject(c.key, "too_short", f"{duration:.3f}s < {cfg.min_duration}s")
+            )
+            continue
+        if duration > cfg.max_duration:
+            report.rejects.append(
+                Reject(c.key, "too_long", f"{duration:.3f}s > {cfg.max_duration}s")
+            )
+            continue
+        wav = c.wav
+        if info.sample_rate != cfg.sample_rate or info.channels != 1:
+            try:
+                wav = conversion_command(c.wav, cfg.sample_rate)
+            except AudioError as exc:
+                report.rejects.append(Reject(c.key, exc.reason, exc.message))
+                continue
+            if info.sample_rate != cfg.sample_rate:
+                report.converted[f"resampled from {info.sample_rate} Hz"] += 1
+            if info.channels != 1:
+                report.converted[f"downmixed from {info.channels} channels"] += 1
+        report.accepted.append(Utterance(c.key, wav, text, c.spk, c.segment, round(duration, 3)))
+    return report
