@@ -89,7 +89,12 @@ def load_model(
         model = build_model(config["model_config"], config["criterion_config"])
     except ValueError as e:
         raise CheckpointError(f"{where}: {e}") from e
-    missing, unexpected = model.load_state_dict(payload["model"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(payload["model"], strict=False)
+    except RuntimeError as e:  # shape mismatches, e.g. another number of units
+        raise CheckpointError(
+            f"{where}: weights do not match its model_config: {str(e).splitlines()[-1].strip()}"
+        ) from e
     if missing or unexpected:
         raise CheckpointError(
             f"{where}: weights do not match its model_config; "

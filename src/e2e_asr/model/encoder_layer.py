@@ -74,9 +74,7 @@ class ConformerEncoderLayer(nn.Module):
         pos_emb: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self.feed_forward_macaron is not None:
-            x = x + self.ff_scale * self.dropout(
-                self.feed_forward_macaron(self.norm_ff_macaron(x))
-            )
+            x = x + self.ff_scale * self.dropout(self.feed_forward_macaron(self.norm_ff_macaron(x)))
         h = self.norm_mha(x)
         if pos_emb is not None:
             x = x + self.dropout(self.self_attn(h, h, h, pos_emb, att_mask))

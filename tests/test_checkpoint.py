@@ -1,0 +1,123 @@
+"""Checkpoint I/O: round trip, atomicity, corrupt and malicious files refused."""
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from e2e_asr.model import build_model
+from e2e_asr.model.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+
+MC = dict(
+    idim=20,
+    odim=10,
+    encoder_attention_dim=16,
+    encoder_attention_heads=2,
+    encoder_linear_units=32,
+    encoder_num_blocks=1,
+    decoder_attention_dim=16,
+    decoder_attention_heads=2,
+    decoder_linear_units=32,
+    decoder_num_block=1,
+)
+CC = {"rate": 0.3, "smoothing": 0.1}
+
+
+def make_payload(model, epoch=3):
+    return {
+        "model": model.state_dict(),
+        "config": {"model_config": dict(MC), "criterion_config": dict(CC), "decode_config": {}},
+        "units": ["<blank>", "<unk>"] + [chr(0x4E00 + i) for i in range(7)] + ["<sos/eos>"],
+        "feature_config": {"type": "fbank", "dim": 20},
+        "epoch": epoch,
+        "step": 1234,
+        "rng": {"torch": torch.get_rng_state()},
+        "validation": {"dev_loss": 1.5, "dev_acc": 0.5, "dev_cer": 0.25},
+    }
+
+
+def test_round_trip_restores_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(MC, CC).eval()
+    model.set_cmvn(torch.randn(20), torch.rand(20) + 0.5)
+    path = tmp_path / "checkpoint.3"
+    save_checkpoint(path, make_payload(model))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.3"]  # no temp file left
+    loaded, payload = load_model(path)
+    assert not loaded.training
+    assert payload["epoch"] == 3 and payload["step"] == 1234 and payload["units"][-1] == "<sos/eos>"
+    feats, lens = torch.randn(1, 30, 20), torch.tensor([30])
+    with torch.no_grad():
+        a, _ = model.encode(feats, lens)
+        b, _ = loaded.encode(feats, lens)
+    assert torch.equal(a, b)
+    assert torch.equal(loaded.global_cmvn.istd, model.global_cmvn.istd)
+
+
+def test_truncated_file_names_the_file(tmp_path):
+    path = tmp_path / "checkpoint.7"
+    save_checkpoint(path, make_payload(build_model(MC, CC)))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="checkpoint.7"):
+        load_checkpoint(path)
+
+
+def test_garbage_and_missing_files(tmp_path):
+    path = tmp_path / "checkpoint.1"
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=str(path)):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_checkpoint(tmp_path / "checkpoint.99")
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_checkpoint(path)
+    # Also a bare pickle file (not torch's zip format).
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps({"model": Evil()}, protocol=2))
+    with pytest.raises(CheckpointError, match="raw.pt"):
+        load_checkpoint(raw)
+    assert not (tmp_path / "pwned").exists() and not os.path.exists("pwned")
+
+
+def test_weights_of_another_config_are_refused(tmp_path):
+    payload = make_payload(build_model(MC, CC))
+    payload["config"]["model_config"]["odim"] = 11
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_model(payload)
+
+
+def test_latest_checkpoint_skips_broken(tmp_path):
+    assert latest_checkpoint(tmp_path) is None
+    model = build_model(MC, CC)
+    for n in (2, 10):
+        save_checkpoint(tmp_path / f"checkpoint.{n}", make_payload(model, n))
+    (tmp_path / "checkpoint.11").write_bytes(b"\0" * 10)  # a crashed write
+    (tmp_path / "checkpoint.best").write_bytes(b"")
+    assert latest_checkpoint(tmp_path).name == "checkpoint.10"
+
+
+def test_failed_save_keeps_previous_file(tmp_path):
+    path = tmp_path / "checkpoint.1"
+    save_checkpoint(path, {"model": {}, "epoch": 1})
+    with pytest.raises(Exception):  # noqa: B017 - any pickling failure
+        save_checkpoint(path, {"model": {}, "bad": lambda: 0})
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.1"]

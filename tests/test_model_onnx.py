@@ -1,0 +1,139 @@
+"""Export-friendliness: the encoder/CTC/decoder trace to ONNX with dynamic batch and time,
+and the graph gives PyTorch's numbers on shapes other than the export shape."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from e2e_asr.model import build_model
+
+# The classic exporter is deprecated upstream but is the one export/ uses (dynamo=False).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning", "ignore:Constant folding:UserWarning"
+)
+
+
+def tiny(**kw):
+    mc = dict(
+        idim=20,
+        odim=10,
+        encoder_attention_dim=16,
+        encoder_attention_heads=2,
+        encoder_linear_units=32,
+        encoder_num_blocks=2,
+        decoder_attention_dim=16,
+        decoder_attention_heads=2,
+        decoder_linear_units=32,
+        decoder_num_block=2,
+    )
+    mc.update(kw)
+    torch.manual_seed(0)
+    model = build_model(mc, {"rate": 0.3})
+    model.set_cmvn(torch.randn(20), torch.rand(20) + 0.5)
+    return model.eval()
+
+
+class EncoderCTC(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats, feat_lens):
+        enc, enc_lens = self.model.encode(feats, feat_lens)
+        return enc, enc_lens, self.model.ctc_log_probs(enc)
+
+
+class Decoder(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ys_in, ys_in_lens, enc, enc_lens):
+        return self.model.decoder_logprobs(ys_in, ys_in_lens, enc, enc_lens)
+
+
+def export(module, args, names, outputs, dynamic, path):
+    torch.onnx.export(
+        module,
+        args,
+        str(path),
+        input_names=names,
+        output_names=outputs,
+        dynamic_axes=dynamic,
+        opset_version=17,
+        dynamo=False,
+    )
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"encoder_type": "conformer", "cnn_module_kernel": 5}],
+    ids=["transformer", "conformer"],
+)
+def test_encoder_onnx_parity_at_other_lengths(tmp_path, kw):
+    model = tiny(**kw)
+    wrapper = EncoderCTC(model).eval()  # export restores the wrapper's mode recursively
+    sess = export(
+        wrapper,
+        (torch.randn(2, 64, 20), torch.tensor([64, 50])),
+        ["feats", "feat_lens"],
+        ["enc", "enc_lens", "ctc_logp"],
+        {
+            "feats": {0: "B", 1: "T"},
+            "feat_lens": {0: "B"},
+            "enc": {0: "B", 1: "T4"},
+            "enc_lens": {0: "B"},
+            "ctc_logp": {0: "B", 1: "T4"},
+        },
+        tmp_path / "enc.onnx",
+    )
+    for b, t in ((1, 137), (3, 29)):
+        feats = torch.randn(b, t, 20)
+        lens = torch.tensor([t] + [t - 5] * (b - 1))
+        with torch.no_grad():
+            ref = wrapper(feats, lens)
+        got = sess.run(None, {"feats": feats.numpy(), "feat_lens": lens.numpy()})
+        assert got[0].shape == tuple(ref[0].shape)
+        assert np.array_equal(got[1], ref[1].numpy())
+        assert np.abs(got[0] - ref[0].numpy()).max() < 1e-4
+        assert np.abs(got[2] - ref[2].numpy()).max() < 1e-4
+
+
+def test_decoder_onnx_parity_at_other_lengths(tmp_path):
+    model = tiny()
+    wrapper = Decoder(model).eval()
+    enc, enc_lens = model.encode(torch.randn(2, 64, 20), torch.tensor([64, 50]))
+    sess = export(
+        wrapper,
+        (torch.tensor([[9, 1, 2], [9, 3, 0]]), torch.tensor([3, 2]), enc.detach(), enc_lens),
+        ["ys_in", "ys_in_lens", "enc", "enc_lens"],
+        ["logp"],
+        {
+            "ys_in": {0: "B", 1: "L"},
+            "ys_in_lens": {0: "B"},
+            "enc": {0: "B", 1: "T"},
+            "enc_lens": {0: "B"},
+            "logp": {0: "B", 1: "L"},
+        },
+        tmp_path / "dec.onnx",
+    )
+    with torch.no_grad():
+        enc, enc_lens = model.encode(torch.randn(4, 90, 20), torch.tensor([90, 80, 70, 45]))
+    ys_in = torch.randint(0, 10, (4, 6))
+    ys_lens = torch.tensor([6, 5, 2, 1])
+    with torch.no_grad():
+        ref = wrapper(ys_in, ys_lens, enc, enc_lens)
+    (got,) = sess.run(
+        None,
+        {
+            "ys_in": ys_in.numpy(),
+            "ys_in_lens": ys_lens.numpy(),
+            "enc": enc.numpy(),
+            "enc_lens": enc_lens.numpy(),
+        },
+    )
+    assert got.shape == (4, 6, 10)
+    assert np.abs(got - ref.numpy()).max() < 1e-4
