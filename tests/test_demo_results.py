@@ -1,0 +1,91 @@
+"""steps/make_results.py on fake decode results."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "steps" / "make_results.py"
+sys.path.insert(0, str(ROOT / "steps"))
+
+import make_results  # noqa: E402
+
+
+def _result(decode: Path, set_name: str, model: str, cer: float, n: int = 20) -> None:
+    d = decode / set_name / model
+    d.mkdir(parents=True)
+    (d / "result.json").write_text(json.dumps({"cer": cer, "wer": None, "n_utts": n}))
+
+
+@pytest.fixture()
+def exp(tmp_path: Path) -> Path:
+    decode = tmp_path / "exp" / "decode"
+    for model, (t, s) in {
+        "onnx_int8": (21.0, 16.5),
+        "base": (80.25, 12.0),
+        "finetuned": (20.5, 13.25),
+        "onnx_fp32": (20.5, 13.3),
+    }.items():
+        _result(decode, "target_test", model, t, 30)
+        _result(decode, "source_test", model, s, 40)
+    (tmp_path / "exp" / "stage_seconds.tsv").write_text("0\t3.5\n1\t12\n3\t200\n1\t10\n")
+    return tmp_path / "exp"
+
+
+def test_table_and_json(exp: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--exp-dir", str(exp), "--decode-dir", str(exp / "decode"),
+         "--stage-seconds", str(exp / "stage_seconds.tsv")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out = proc.stdout
+    header = next(line for line in out.splitlines() if line.startswith("| set |"))
+    assert header == "| set | base | finetuned | onnx_fp32 | onnx_int8 |"
+    row = next(line for line in out.splitlines() if line.startswith("| target_test"))
+    assert row == "| target_test (30 utts) | 80.25 | 20.50 | 20.50 | 21.00 |"
+    rows = [line for line in out.splitlines() if line.startswith("| source_test")]
+    assert rows == ["| source_test (40 utts) | 12.00 | 13.25 | 13.30 | 16.50 |"]
+    assert "| total | 3.6 min |" in out  # 3.5 + 10 (the re-run of stage 1 wins) + 200 s
+
+    results = json.loads((exp / "results.json").read_text())
+    assert results["cer"]["target_test"] == {
+        "base": 80.25, "finetuned": 20.5, "onnx_fp32": 20.5, "onnx_int8": 21.0,
+    }  # fmt: skip
+    assert results["cer"]["source_test"]["onnx_int8"] == 16.5
+    assert results["stage_seconds"] == {"0": 3.5, "1": 10.0, "3": 200.0}
+    md = (exp / "RESULTS.md").read_text()
+    assert "| target_test (30 utts) | 80.25 |" in md and "## Wall time per stage" in md
+
+
+def test_missing_model_and_no_stage_file(tmp_path: Path) -> None:
+    decode = tmp_path / "decode"
+    _result(decode, "dev", "base", 50.0)
+    _result(decode, "test", "base", 40.0)
+    _result(decode, "test", "finetuned", 30.0)
+    results = make_results.make_results(tmp_path, decode, tmp_path / "absent.tsv")
+    assert results == {"cer": {"dev": {"base": 50.0}, "test": {"base": 40.0, "finetuned": 30.0}},
+                       "stage_seconds": {}}  # fmt: skip
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "| dev (20 utts) | 50.00 | - |" in md
+    assert "Wall time" not in md
+
+
+def test_errors_name_the_file(tmp_path: Path) -> None:
+    decode = tmp_path / "decode"
+    with pytest.raises(SystemExit, match="does not exist"):
+        make_results.make_results(tmp_path, decode)
+    bad = decode / "test" / "base" / "result.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json")
+    with pytest.raises(SystemExit, match=str(bad)):
+        make_results.make_results(tmp_path, decode)
+    bad.write_text(json.dumps({"cer": 10.0}))
+    tsv = tmp_path / "stage_seconds.tsv"
+    tsv.write_text("3 seconds\n")
+    with pytest.raises(SystemExit, match=f"{tsv}:1"):
+        make_results.make_results(tmp_path, decode, tsv)
