@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 
@@ -133,6 +132,8 @@ def to_mono_rate(samples: np.ndarray, rate: int, sample_rate: int) -> np.ndarray
     """Downmix ``[N, C]`` (or ``[N]``) to mono by averaging and resample to ``sample_rate``."""
     x = samples.mean(axis=1) if samples.ndim == 2 else samples
     if rate != sample_rate:
+        from scipy.signal import resample_poly  # slow import, only needed here
+
         g = gcd(rate, sample_rate)
         x = resample_poly(x, sample_rate // g, rate // g)
     return np.ascontiguousarray(x, dtype=np.float32)

@@ -14,11 +14,6 @@ from functools import lru_cache
 
 import numpy as np
 import yaml
-from lhotse import Fbank, FbankConfig, Mfcc, MfccConfig
-
-# snip_edges=True is what Kaldi does; lhotse warns about its own duration bookkeeping, which
-# we do not use (frame counts come from the matrices).
-warnings.filterwarnings("ignore", message=".*snip_edges.*")
 
 FEATURE_TYPES = ("fbank", "mfcc_hires")
 INT16_SCALE = 32768.0
@@ -91,7 +86,10 @@ class FeatureConfig:
 
 
 @lru_cache(maxsize=8)
-def _extractor(cfg: FeatureConfig) -> Fbank | Mfcc:
+def _extractor(cfg: FeatureConfig):  # -> lhotse Fbank | Mfcc
+    # Imported here so that configs, finished-job checks and merges do not pay for torch.
+    from lhotse import Fbank, FbankConfig, Mfcc, MfccConfig
+
     common = dict(
         sampling_rate=cfg.sample_rate,
         frame_length=cfg.frame_length_ms / 1000,
@@ -102,18 +100,25 @@ def _extractor(cfg: FeatureConfig) -> Fbank | Mfcc:
         window_type=cfg.window_type,
         dither=cfg.dither,
         snip_edges=cfg.snip_edges,
-        energy_floor=cfg.energy_floor,
+        # Kaldi floors the frame energy at FLT_EPSILON before the log and applies
+        # energy_floor (if > 0) after; lhotse has a single floor, so give it the larger one.
+        energy_floor=max(cfg.energy_floor, float(np.finfo(np.float32).eps)),
         raw_energy=cfg.raw_energy,
         use_energy=cfg.use_energy,
         low_freq=cfg.low_freq,
         high_freq=cfg.high_freq,
         num_mel_bins=cfg.num_mel_bins,
     )
-    if cfg.type == "fbank":
-        return Fbank(FbankConfig(**common))
-    return Mfcc(
-        MfccConfig(**common, num_ceps=cfg.num_ceps, cepstral_lifter=int(cfg.cepstral_lifter))
-    )
+    # snip_edges=True is what Kaldi does; lhotse warns about its own duration bookkeeping, which
+    # we do not use (frame counts come from the matrices). Its mel-scale code also trips a
+    # numpy deprecation warning. Both happen only here, at construction.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if cfg.type == "fbank":
+            return Fbank(FbankConfig(**common))
+        return Mfcc(
+            MfccConfig(**common, num_ceps=cfg.num_ceps, cepstral_lifter=int(cfg.cepstral_lifter))
+        )
 
 
 def compute_features(samples: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
