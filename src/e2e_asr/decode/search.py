@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from e2e_asr.decode.config import DecodeConfig
+
+if TYPE_CHECKING:
+    from e2e_asr.decode.scorer import Scorer
 
 BLANK = 0
 NEG_INF = -float("inf")
@@ -116,3 +121,261 @@ def ctc_prefix_beam(
     out = [(list(pfx), _logaddexp(pb, pnb)) for pfx, (pb, pnb) in beams.items()]
     out.sort(key=lambda x: x[1], reverse=True)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Joint CTC prefix scoring for attention beam search
+# ---------------------------------------------------------------------------------------------
+
+
+class CTCPrefixScorer:
+    """Prefix probabilities of one utterance's CTC posteriors, batched over hypotheses.
+
+    A state is ``r`` [T, 2]: log-probabilities that the first t+1 frames emit exactly the
+    prefix, ending in a non-blank (column 0) or a blank (column 1) frame. The prefix score
+    ``psi`` sums over all frame positions where the last token can start, i.e. the
+    probability of every label sequence that begins with the prefix.
+    """
+
+    def __init__(self, log_probs: np.ndarray, blank: int, eos: int) -> None:
+        self.x = _to_numpy(log_probs).astype(np.float64)
+        self.T = self.x.shape[0]
+        self.blank = blank
+        self.eos = eos
+
+    def initial_state(self) -> np.ndarray:
+        r = np.full((self.T, 2), NEG_INF)
+        r[:, 1] = np.cumsum(self.x[:, self.blank])
+        return r
+
+    def score(
+        self, out_len: int, last: np.ndarray, r_prev: np.ndarray, cands: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score candidate tokens ``cands`` [N, K] after N prefixes of ``out_len`` tokens.
+
+        ``last`` [N] is each prefix's last token (-1 for the empty prefix), ``r_prev`` their
+        states [N, T, 2]. Returns (psi [N, K], new states [N, K, T, 2]).
+        """
+        T, x = self.T, self.x
+        n, k = cands.shape
+        xs = np.moveaxis(x[:, cands], 0, -1)  # [N, K, T]
+        r = np.full((n, k, T, 2), NEG_INF)
+        if out_len == 0:
+            r[:, :, 0, 0] = xs[:, :, 0]
+        r_sum = np.logaddexp(r_prev[..., 0], r_prev[..., 1])  # [N, T]
+        # a repeated token can only follow a blank-ending path of the prefix
+        same = (cands == last[:, None])[..., None]
+        log_phi = np.where(same, r_prev[:, None, :, 1], r_sum[:, None, :])  # [N, K, T]
+        start = max(out_len, 1)
+        x_blank = x[:, self.blank]
+        for t in range(start, T):
+            r[:, :, t, 0] = np.logaddexp(r[:, :, t - 1, 0], log_phi[:, :, t - 1]) + xs[:, :, t]
+            r[:, :, t, 1] = np.logaddexp(r[:, :, t - 1, 0], r[:, :, t - 1, 1]) + x_blank[t]
+        # psi = r[start-1, 0] (+) sum_t phi[t-1] + x[t]: the last token starting at frame t
+        terms = log_phi[:, :, start - 1 : T - 1] + xs[:, :, start:T]
+        psi = r[:, :, start - 1, 0]
+        if terms.shape[-1]:
+            psi = np.logaddexp(psi, _logsumexp(terms, axis=-1))
+        # eos: the prefix is complete, i.e. all frames consumed
+        psi = np.where(cands == self.eos, r_sum[:, -1][:, None], psi)
+        psi = np.where(cands == self.blank, NEG_INF, psi)
+        return psi, r
+
+
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    m = np.max(a, axis=axis, keepdims=True)
+    m_safe = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(a - m_safe), axis=axis, keepdims=True)) + m_safe
+    return np.squeeze(out, axis=axis)
+
+
+# ---------------------------------------------------------------------------------------------
+# Searches over a Scorer (torch model or ONNX Runtime sessions)
+# ---------------------------------------------------------------------------------------------
+
+
+def attention_beam_search(
+    scorer: Scorer,
+    enc: Any,
+    enc_len: int,
+    ctc_log_probs: np.ndarray | None,
+    beam: int = 10,
+    ctc_beam: int = 15,
+    ctc_weight: float = 0.3,
+    penalty: float = 0.0,
+    maxlenratio: float = 0.0,
+    minlenratio: float = 0.0,
+) -> list[tuple[list[int], float]]:
+    """Label-synchronous beam search with the attention decoder and joint CTC prefix scores.
+
+    ``enc`` is one utterance's encoder output as returned by ``scorer.take`` ([1, T', A]),
+    ``ctc_log_probs`` its [T', V] CTC log-probs (trimmed). Per step, each running hypothesis
+    proposes its ``ctc_beam`` best tokens by attention score; those are rescored with
+    ``(1 - ctc_weight) * att + ctc_weight * delta(CTC prefix score) + penalty`` and the best
+    ``beam`` continuations over all hypotheses survive. Returns ended hypotheses, best first.
+    """
+    sos = eos = scorer.eos
+    blank = BLANK
+    maxlen = enc_len if maxlenratio <= 0 else max(1, int(maxlenratio * enc_len))
+    minlen = int(minlenratio * enc_len)
+    use_ctc = ctc_weight > 0.0 and ctc_log_probs is not None
+    ctc = CTCPrefixScorer(ctc_log_probs[:enc_len], blank, eos) if use_ctc else None
+
+    seqs = np.array([[sos]], dtype=np.int64)  # running prefixes, sos first
+    scores = np.zeros(1)
+    ctc_states = ctc.initial_state()[None] if ctc else None
+    ctc_prev = np.zeros(1)
+    ended: list[tuple[list[int], float]] = []
+    ended_by_len: dict[int, float] = {}
+    for i in range(maxlen + 1):
+        n, L = seqs.shape
+        att = scorer.decoder_logprobs(
+            seqs,
+            np.full(n, L, dtype=np.int64),
+            scorer.take(enc, np.zeros(n, dtype=np.int64)),
+            np.full(n, enc_len, dtype=np.int64),
+        )[:, -1, :].astype(np.float64)
+        att[:, blank] = NEG_INF  # the decoder never emits blank
+        if i < minlen:
+            att[:, eos] = NEG_INF
+        if i == maxlen:  # out of length: every running hypothesis must end now
+            keep = att[:, eos].copy()
+            att[:] = NEG_INF
+            att[:, eos] = keep
+        k = min(ctc_beam if use_ctc else beam, att.shape[1])
+        cands = np.argsort(-att, axis=1, kind="stable")[:, :k]  # [n, k]
+        local = np.take_along_axis(att, cands, axis=1)
+        if ctc is not None:
+            last = seqs[:, -1] if L > 1 else np.full(n, -1, dtype=np.int64)
+            psi, new_states = ctc.score(L - 1, last, ctc_states, cands)
+            with np.errstate(invalid="ignore"):
+                local = (1.0 - ctc_weight) * local + ctc_weight * (psi - ctc_prev[:, None])
+        total = scores[:, None] + local + penalty
+        flat = np.argsort(-total, axis=None, kind="stable")[:beam]
+        h_idx, c_idx = np.unravel_index(flat, total.shape)
+        run_h, run_c = [], []
+        for h, c in zip(h_idx.tolist(), c_idx.tolist(), strict=True):
+            s = float(total[h, c])
+            if s == NEG_INF:
+                continue
+            tok = int(cands[h, c])
+            if tok == eos:
+                ended.append((seqs[h, 1:].tolist(), s))
+                ended_by_len[i] = max(ended_by_len.get(i, NEG_INF), s)
+            else:
+                run_h.append(h)
+                run_c.append(c)
+        if not run_h:
+            break
+        best_ended = max((s for _, s in ended), default=NEG_INF)
+        new_scores = total[run_h, run_c]
+        if penalty <= 0.0 and best_ended >= new_scores.max():
+            # every step adds a score <= 0, so no running hypothesis can overtake any more
+            break
+        if penalty > 0.0 and _end_detected(ended_by_len, best_ended, i):
+            break
+        seqs = np.concatenate([seqs[run_h], cands[run_h, run_c][:, None]], axis=1)
+        scores = new_scores
+        if ctc is not None:
+            ctc_states = new_states[run_h, run_c]
+            ctc_prev = psi[run_h, run_c]
+    if not ended:  # cannot happen with maxlen >= 0, kept as a guard
+        ended = [(seqs[0, 1:].tolist(), float(scores[0]))]
+    ended.sort(key=lambda x: x[1], reverse=True)
+    return ended
+
+
+def _end_detected(ended_by_len: dict[int, float], best: float, i: int, m: int = 3) -> bool:
+    """With a length bonus scores can grow, so stop once the last ``m`` lengths ended only
+    hypotheses far (e^-10) below the best one."""
+    if i < m:
+        return False
+    return all(ended_by_len.get(i - j, NEG_INF) - best < -10.0 for j in range(m))
+
+
+def rescore_nbest(
+    scorer: Scorer,
+    enc: Any,
+    enc_lens: np.ndarray,
+    nbests: list[list[tuple[list[int], float]]],
+    ctc_weight: float,
+) -> list[list[int]]:
+    """Attention rescoring of CTC n-best lists, all utterances' hypotheses in one decoder call.
+
+    score = ctc_weight * ctc + (1 - ctc_weight) * att, where att sums the decoder's
+    log-probabilities of the hypothesis followed by eos.
+    """
+    sos = eos = scorer.eos
+    owner: list[int] = []
+    hyps: list[list[int]] = []
+    ctc_scores: list[float] = []
+    for b, nbest in enumerate(nbests):
+        for h, s in nbest:
+            owner.append(b)
+            hyps.append(h)
+            ctc_scores.append(s)
+    if not hyps:
+        return [[] for _ in nbests]
+    n = len(hyps)
+    L = max(len(h) for h in hyps) + 1
+    ys_in = np.full((n, L), eos, dtype=np.int64)
+    ys_out = np.full((n, L), eos, dtype=np.int64)
+    for j, h in enumerate(hyps):
+        ys_in[j, 0] = sos
+        ys_in[j, 1 : len(h) + 1] = h
+        ys_out[j, : len(h)] = h
+    ys_lens = np.array([len(h) + 1 for h in hyps], dtype=np.int64)
+    idx = np.asarray(owner, dtype=np.int64)
+    logp = scorer.decoder_logprobs(ys_in, ys_lens, scorer.take(enc, idx), enc_lens[idx])
+    picked = np.take_along_axis(np.asarray(logp), ys_out[:, :, None], axis=2)[..., 0]
+    valid = np.arange(L)[None, :] < ys_lens[:, None]
+    att = np.where(valid, picked.astype(np.float64), 0.0).sum(axis=1)
+    total = ctc_weight * np.asarray(ctc_scores) + (1.0 - ctc_weight) * att
+    best: list[list[int]] = [[] for _ in nbests]
+    best_score = [NEG_INF] * len(nbests)
+    for j, b in enumerate(owner):
+        if total[j] > best_score[b]:
+            best_score[b] = float(total[j])
+            best[b] = hyps[j]
+    return best
+
+
+def decode_batch(
+    scorer: Scorer, feats: np.ndarray, lens: np.ndarray, cfg: DecodeConfig
+) -> list[list[int]]:
+    """Decode a padded feature batch [B, T, D] with the search ``cfg.mode``: the encoder runs
+    once for the batch, rescoring runs once for all n-best lists of the batch."""
+    enc, enc_lens, ctc_lp = scorer.encode(feats, lens)
+    enc_lens = np.asarray(enc_lens, dtype=np.int64)
+    if cfg.mode == "ctc_greedy":
+        return ctc_greedy(ctc_lp, enc_lens)
+    if cfg.mode in ("ctc_prefix_beam", "attention_rescoring"):
+        nbests = [
+            ctc_prefix_beam(ctc_lp[b], int(enc_lens[b]), beam=cfg.ctc_beam)
+            for b in range(len(enc_lens))
+        ]
+        if cfg.mode == "ctc_prefix_beam":
+            return [nb[0][0] if nb else [] for nb in nbests]
+        return rescore_nbest(
+            scorer, enc, enc_lens, [nb[: cfg.beam] for nb in nbests], cfg.ctc_weight
+        )
+    if cfg.mode == "attention":
+        out = []
+        for b in range(len(enc_lens)):
+            n = int(enc_lens[b])
+            hyps = attention_beam_search(
+                scorer,
+                scorer.take(enc, np.array([b], dtype=np.int64)),
+                n,
+                ctc_lp[b, :n],
+                beam=cfg.beam,
+                ctc_beam=cfg.ctc_beam,
+                ctc_weight=cfg.ctc_weight,
+                penalty=cfg.penalty,
+                maxlenratio=cfg.maxlenratio,
+                minlenratio=cfg.minlenratio,
+            )
+            out.append(hyps[0][0])
+        return out
+    raise ValueError(f"unknown decoding mode {cfg.mode!r}")

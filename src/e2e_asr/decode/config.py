@@ -1,0 +1,104 @@
+"""Decoding options: the seed system's ``decode_config`` keys plus ours, validated."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import yaml
+
+MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring")
+
+
+class DecodeConfigError(ValueError):
+    """A bad decoding option; the message names the source."""
+
+
+@dataclass
+class DecodeConfig:
+    mode: str = "attention_rescoring"
+    beam: int = 10  # attention beam; also the n-best size for rescoring
+    ctc_beam: int = 15  # CTC prefix beam width / candidates per hypothesis scored with CTC
+    ctc_weight: float = 0.3
+    penalty: float = 0.0  # added per output token (attention beam search)
+    maxlenratio: float = 0.0  # 0: up to the encoder length
+    minlenratio: float = 0.0
+    batch_size: int = 8  # utterances per encoder batch
+    # seed keys kept for compatibility: an LM is not supported, char_num checks the vocabulary
+    lm_rate: float = 0.0
+    char_num: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate("decode config")
+
+    def validate(self, where: str) -> None:
+        if self.mode not in MODES:
+            raise DecodeConfigError(f"{where}: mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.beam < 1 or self.ctc_beam < 1:
+            raise DecodeConfigError(f"{where}: beam and ctc_beam must be >= 1")
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise DecodeConfigError(f"{where}: ctc_weight {self.ctc_weight} not in [0, 1]")
+        if self.mode == "attention" and self.ctc_weight == 1.0:
+            raise DecodeConfigError(
+                f"{where}: mode attention with ctc_weight 1.0 ignores the decoder; "
+                "use ctc_prefix_beam"
+            )
+        if self.lm_rate:
+            raise DecodeConfigError(
+                f"{where}: lm_rate {self.lm_rate}: language-model fusion is not supported, set 0"
+            )
+        if self.batch_size < 1:
+            raise DecodeConfigError(f"{where}: batch_size must be >= 1")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, where: str = "decode config") -> DecodeConfig:
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        # ESPnet spellings of the same options
+        for alias, name in (
+            ("beam_size", "beam"),
+            ("beam-size", "beam"),
+            ("ctc-weight", "ctc_weight"),
+        ):
+            if alias in d:
+                d[name] = d.pop(alias)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise DecodeConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        try:
+            cfg = cls(**d)
+        except DecodeConfigError as e:
+            raise DecodeConfigError(str(e).replace("decode config", where, 1)) from None
+        except TypeError as e:
+            raise DecodeConfigError(f"{where}: {e}") from None
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> DecodeConfig:
+        with open(path, encoding="utf-8") as fh:
+            try:
+                d = yaml.safe_load(fh)
+            except yaml.YAMLError as e:
+                raise DecodeConfigError(f"{path}: not valid YAML: {e}") from None
+        if d is not None and not isinstance(d, dict):
+            raise DecodeConfigError(f"{path}: expected a mapping of decoding options")
+        # a full training config may be given: use its decode_config section
+        if d and "decode_config" in d:
+            d = d["decode_config"]
+        return cls.from_dict(d, str(path))
+
+    def updated(self, **overrides: Any) -> DecodeConfig:
+        """A copy with the non-None overrides applied (command-line options)."""
+        d = asdict(self)
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return DecodeConfig.from_dict(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check_vocab(self, vocab_size: int, where: str) -> None:
+        if self.char_num is not None and self.char_num != vocab_size:
+            raise DecodeConfigError(
+                f"{where}: decode config char_num {self.char_num} != model vocabulary {vocab_size}"
+            )
