@@ -6,12 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from e2e_asr.model.dropout import Dropout
+
 
 class CTC(nn.Module):
     def __init__(self, odim: int, eprojs: int, dropout_rate: float, blank: int = 0) -> None:
         super().__init__()
         self.ctc_lo = nn.Linear(eprojs, odim)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         self.blank = blank
 
     def log_probs(self, enc: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from e2e_asr.model.attention import MultiHeadedAttention
+from e2e_asr.model.dropout import Dropout
 from e2e_asr.model.encoder_layer import LAYER_NORM_EPS
 from e2e_asr.model.feed_forward import PositionwiseFeedForward
 
@@ -26,7 +27,7 @@ class DecoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
         self.norm2 = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
         self.norm3 = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
 
     def forward(
         self,

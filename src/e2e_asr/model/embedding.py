@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from e2e_asr.model.dropout import Dropout
+
 DEFAULT_MAX_LEN = 5000
 
 
@@ -42,7 +44,7 @@ class PositionalEncoding(nn.Module):
         super().__init__()
         self.xscale = math.sqrt(d_model)
         self.max_len = max_len
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         pe = sinusoid_table(torch.arange(max_len), d_model).unsqueeze(0)
         self.register_buffer("pe", pe, persistent=False)
 
@@ -62,7 +64,7 @@ class RelPositionalEncoding(nn.Module):
         super().__init__()
         self.xscale = math.sqrt(d_model)
         self.max_len = max_len
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         positions = torch.arange(max_len - 1, -max_len, -1)
         pe = sinusoid_table(positions, d_model).unsqueeze(0)
         self.register_buffer("pe", pe, persistent=False)

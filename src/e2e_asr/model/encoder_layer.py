@@ -7,6 +7,7 @@ from torch import nn
 
 from e2e_asr.model.attention import MultiHeadedAttention
 from e2e_asr.model.convolution import ConvolutionModule
+from e2e_asr.model.dropout import Dropout
 from e2e_asr.model.feed_forward import PositionwiseFeedForward
 
 LAYER_NORM_EPS = 1e-12  # ESPnet's LayerNorm; matters for bit-faithful loading of its models
@@ -27,7 +28,7 @@ class TransformerEncoderLayer(nn.Module):
         self.feed_forward = feed_forward
         self.norm1 = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
         self.norm2 = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
 
     def forward(
         self, x: torch.Tensor, att_mask: torch.Tensor, pad_mask: torch.Tensor, pos_emb=None
@@ -64,7 +65,7 @@ class ConformerEncoderLayer(nn.Module):
         if conv_module is not None:
             self.norm_conv = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
             self.norm_final = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
 
     def forward(
         self,

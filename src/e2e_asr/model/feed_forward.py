@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from e2e_asr.model.dropout import Dropout
+
 
 class PositionwiseFeedForward(nn.Module):
     """`w_2(dropout(act(w_1(x))))`; ReLU for the Transformer, Swish for the Conformer."""
@@ -15,7 +17,7 @@ class PositionwiseFeedForward(nn.Module):
         super().__init__()
         self.w_1 = nn.Linear(idim, hidden_units)
         self.w_2 = nn.Linear(hidden_units, idim)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         self.activation = activation if activation is not None else nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
