@@ -165,16 +165,33 @@ def make_data_dir(
     return root
 
 
-def make_base_model(path: Path, data_dir: Path, epoch: int = 3, step: int = 10) -> Path:
+def make_base_model(
+    path: Path,
+    data_dir: Path,
+    epoch: int = 3,
+    step: int = 10,
+    changes: dict[str, dict[str, Any]] | None = None,
+    units: list[str] | None = None,
+    cmvn: bool = True,
+    features: dict[str, Any] | None = None,
+) -> Path:
     """A checkpoint.N as a previous training run would leave it (random tiny weights)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    cfg = load_train_config(write_config(path.parent / "base_config.yaml"))
+    units = units or UNITS
+    changes = dict(changes or {})
+    mc = {**changes.pop("model_config", {}), "odim": len(units)}
+    changes["model_config"] = mc
+    changes.setdefault("criterion_config", {})["size"] = len(units)
+    changes.setdefault("train_config", {})["char_num"] = len(units)
+    changes.setdefault("decode_config", {})["char_num"] = len(units)
+    cfg = load_train_config(write_config(path.parent / "base_config.yaml", changes))
     torch.manual_seed(123)
     model = build_model(cfg["model_config"], cfg["criterion_config"])
     from e2e_asr.data.cmvn import read_cmvn
 
-    mean, istd = read_cmvn(data_dir / "cmvn.ark")
-    model.set_cmvn(torch.from_numpy(mean), torch.from_numpy(istd))
+    if cmvn:
+        mean, istd = read_cmvn(data_dir / "cmvn.ark")
+        model.set_cmvn(torch.from_numpy(mean[: model.idim]), torch.from_numpy(istd[: model.idim]))
     from e2e_asr.data.features import FeatureConfig
 
     save_checkpoint(
@@ -182,8 +199,8 @@ def make_base_model(path: Path, data_dir: Path, epoch: int = 3, step: int = 10) 
         {
             "model": model.state_dict(),
             "config": cfg,
-            "units": UNITS,
-            "feature_config": FeatureConfig.from_dict(FEATURES).to_dict(),
+            "units": units,
+            "feature_config": FeatureConfig.from_dict(features or FEATURES).to_dict(),
             "epoch": epoch,
             "step": step,
         },

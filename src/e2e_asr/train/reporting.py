@@ -27,19 +27,23 @@ def setup_logging(is_main: bool, log_file: Path | None = None) -> None:
     """INFO on rank 0 (console and ``log_file``), warnings only on the other ranks."""
     root = logging.getLogger()
     for h in list(root.handlers):
-        root.removeHandler(h)
+        if getattr(h, "_e2e_asr_train", False):  # ours from an earlier run in this process
+            root.removeHandler(h)
+            h.close()
     rank = os.environ.get("RANK", "0")
     fmt = logging.Formatter(
         f"%(asctime)s | %(levelname)s | rank {rank} | %(message)s", "%Y-%m-%d %H:%M:%S"
     )
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(fmt)
+    console._e2e_asr_train = True  # type: ignore[attr-defined]
     root.addHandler(console)
     root.setLevel(logging.INFO if is_main else logging.WARNING)
     if is_main and log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(log_file, encoding="utf-8")
         fh.setFormatter(fmt)
+        fh._e2e_asr_train = True  # type: ignore[attr-defined]
         root.addHandler(fh)
 
 
