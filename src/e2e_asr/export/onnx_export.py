@@ -1,0 +1,148 @@
+"""ONNX graphs of the encoder (+ CMVN + CTC) and of the attention decoder.
+
+Both use the classic TorchScript-based exporter (``dynamo=False``): it needs no extra
+dependencies and handles the models' data-dependent masks with dynamic axes. The tensor names
+are the ones ``e2e_asr.decode.onnx_scorer`` expects.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from e2e_asr.decode.onnx_scorer import (
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+)
+from e2e_asr.model import E2EModel
+
+OPSET = 17
+
+
+class EncoderGraph(nn.Module):
+    """feats [B, T, D], feat_lens [B] -> enc [B, T', A], enc_lens [B], ctc_logp [B, T', V]."""
+
+    def __init__(self, model: E2EModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, feats: torch.Tensor, feat_lens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        enc, enc_lens = self.model.encode(feats, feat_lens)
+        return enc, enc_lens, self.model.ctc_log_probs(enc)
+
+
+class DecoderGraph(nn.Module):
+    """ys_in [N, L], ys_in_lens [N], enc [N, T', A], enc_lens [N] -> logp [N, L, V]."""
+
+    def __init__(self, model: E2EModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        ys_in: torch.Tensor,
+        ys_in_lens: torch.Tensor,
+        enc: torch.Tensor,
+        enc_lens: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.model.decoder_logprobs(ys_in, ys_in_lens, enc, enc_lens)
+
+
+def _export(module: nn.Module, args: tuple, inputs, outputs, dynamic: dict, path: Path) -> None:
+    """Export to a temp file beside ``path`` and rename, so a crash leaves no partial graph."""
+    import onnx
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            # the classic exporter is deprecated upstream and warns about constant folding
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                args,
+                tmp,
+                input_names=list(inputs),
+                output_names=list(outputs),
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        onnx.checker.check_model(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_model(
+    model: E2EModel,
+    out_dir: str | os.PathLike,
+    batch: int = 2,
+    frames: int = 200,
+    tokens: int = 5,
+) -> dict[str, Any]:
+    """Write ``encoder.onnx`` and ``decoder.onnx``; returns the export (tracing) shapes.
+
+    The tracing batch is padded (second utterance shorter) so that masking is traced with
+    real data; parity is later checked on other shapes (see ``parity.py``).
+    """
+    out = Path(out_dir)
+    model = model.eval()
+    torch.manual_seed(0)
+    feats = torch.randn(batch, frames, model.idim)
+    feat_lens = torch.tensor([frames] + [frames * 3 // 4] * (batch - 1), dtype=torch.int64)
+    enc_graph = EncoderGraph(model).eval()
+    _export(
+        enc_graph,
+        (feats, feat_lens),
+        ENCODER_INPUTS,
+        ENCODER_OUTPUTS,
+        {
+            "feats": {0: "batch", 1: "frames"},
+            "feat_lens": {0: "batch"},
+            "enc": {0: "batch", 1: "enc_frames"},
+            "enc_lens": {0: "batch"},
+            "ctc_logp": {0: "batch", 1: "enc_frames"},
+        },
+        out / "encoder.onnx",
+    )
+    with torch.no_grad():
+        enc, enc_lens = model.encode(feats, feat_lens)
+    ys_in = torch.randint(1, model.odim - 1, (batch, tokens))
+    ys_in[:, 0] = model.sos
+    ys_lens = torch.tensor([tokens] + [max(1, tokens - 2)] * (batch - 1), dtype=torch.int64)
+    _export(
+        DecoderGraph(model).eval(),
+        (ys_in, ys_lens, enc, enc_lens),
+        DECODER_INPUTS,
+        DECODER_OUTPUTS,
+        {
+            "ys_in": {0: "hyps", 1: "tokens"},
+            "ys_in_lens": {0: "hyps"},
+            "enc": {0: "hyps", 1: "enc_frames"},
+            "enc_lens": {0: "hyps"},
+            "logp": {0: "hyps", 1: "tokens"},
+        },
+        out / "decoder.onnx",
+    )
+    return {
+        "opset": OPSET,
+        "encoder": {"feats": list(feats.shape), "feat_lens": feat_lens.tolist()},
+        "decoder": {
+            "ys_in": list(ys_in.shape),
+            "ys_in_lens": ys_lens.tolist(),
+            "enc": list(enc.shape),
+        },
+    }

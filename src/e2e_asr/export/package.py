@@ -1,0 +1,174 @@
+"""The export directory (stage 5): a weights-only model package, ONNX graphs, int8 copies.
+
+Everything is built in a temporary directory beside the target and swapped in at the end,
+so the export directory is either the old complete one or the new complete one. If the fp32
+graphs fail the parity check the build is kept as ``<out>.failed`` for inspection and the
+export raises.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from e2e_asr.data.features import FeatureConfig
+from e2e_asr.data.io import atomic_write_text
+from e2e_asr.data.units import write_units
+from e2e_asr.decode.config import DecodeConfig
+from e2e_asr.decode.onnx_scorer import OnnxScorer
+from e2e_asr.export.onnx_export import export_model
+from e2e_asr.export.parity import check_fp32, compare
+from e2e_asr.export.quantize import quantize_int8
+from e2e_asr.model.checkpoint import CheckpointError, load_model, save_checkpoint
+from e2e_asr.model.embedding import DEFAULT_MAX_LEN
+
+PACKAGE_KEYS = ("model", "config", "units", "feature_config")
+
+
+class ExportError(RuntimeError):
+    """The export cannot be made; the message says why and which file."""
+
+
+def decode_config_for(
+    payload: dict[str, Any], decode_yaml: str | os.PathLike | None, warn: Callable[[str], None]
+) -> DecodeConfig:
+    """A decode config file if given, else the training config's ``decode_config``
+    (keys we do not know are dropped with a warning), else the defaults."""
+    if decode_yaml is not None:
+        return DecodeConfig.from_yaml(decode_yaml)
+    section = (payload.get("config") or {}).get("decode_config") or {}
+    known = set(DecodeConfig.__dataclass_fields__)
+    unknown = sorted(set(section) - known)
+    if unknown:
+        warn(f"checkpoint decode_config: ignoring keys {', '.join(unknown)}")
+    return DecodeConfig.from_dict(
+        {k: v for k, v in section.items() if k in known}, "checkpoint decode_config"
+    )
+
+
+def _stderr(msg: str) -> None:
+    print(f"export: {msg}", file=sys.stderr)
+
+
+def export_package(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    decode_yaml: str | os.PathLike | None = None,
+    quantize: bool = True,
+    log: Callable[[str], None] = _stderr,
+) -> dict[str, Any]:
+    """Build ``out_dir`` from ``checkpoint``; returns the metadata written to metadata.json."""
+    model, payload = load_model(checkpoint)
+    where = f"checkpoint {checkpoint}"
+    units = payload.get("units")
+    if not units or len(units) != model.odim:
+        raise ExportError(
+            f"{where}: units ({len(units or [])}) missing or not matching the model's "
+            f"{model.odim} outputs"
+        )
+    if not payload.get("feature_config"):
+        raise ExportError(f"{where}: no feature_config; the package could not compute features")
+    feat_cfg = FeatureConfig.from_dict(payload["feature_config"], f"{where} feature_config")
+    if feat_cfg.dim != model.idim:
+        raise ExportError(
+            f"{where}: feature_config gives {feat_cfg.dim}-dim features, the model takes "
+            f"{model.idim}"
+        )
+    dcfg = decode_config_for(payload, decode_yaml, log)
+    dcfg.check_vocab(model.odim, where)
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        save_checkpoint(build / "model.pt", {k: payload[k] for k in PACKAGE_KEYS})
+        write_units(build / "units.txt", list(units))
+        atomic_write_text(build / "feature.yaml", feat_cfg.to_yaml())
+        atomic_write_text(build / "decode.yaml", yaml.safe_dump(dcfg.to_dict(), sort_keys=False))
+        log("exporting encoder.onnx and decoder.onnx")
+        shapes = export_model(model, build)
+        scorer = OnnxScorer.from_files(build / "encoder.onnx", build / "decoder.onnx", model.odim)
+        try:
+            fp32 = check_fp32(model, scorer)
+        except Exception:
+            failed = out.with_name(out.name + ".failed")
+            shutil.rmtree(failed, ignore_errors=True)
+            os.replace(build, failed)
+            log(f"parity failed; the graphs are kept in {failed}")
+            raise
+        log(f"fp32 parity ok: {fp32.to_dict()['max_abs_diff']}")
+        int8 = None
+        if quantize:
+            log("quantizing to int8")
+            quantize_int8(build / "encoder.onnx", build / "encoder.int8.onnx")
+            quantize_int8(build / "decoder.onnx", build / "decoder.int8.onnx")
+            q = OnnxScorer.from_files(
+                build / "encoder.int8.onnx", build / "decoder.int8.onnx", model.odim
+            )
+            int8 = compare(model, q)  # values reported, not enforced: int8 is approximate
+            if not int8.lengths_equal:  # but a graph that breaks on other shapes is broken
+                raise ExportError(f"int8 graphs give other output shapes: {int8.cases}")
+            log(
+                f"int8 vs PyTorch: max abs diff {int8.to_dict()['max_abs_diff']}, CTC greedy "
+                f"agreement {int8.greedy_agreement:.0%} on random inputs"
+            )
+        meta = _metadata(model, payload, feat_cfg, shapes, fp32, int8)
+        meta["files"] = {p.name: p.stat().st_size for p in sorted(build.iterdir())}
+        atomic_write_text(build / "metadata.json", json.dumps(meta, indent=2, ensure_ascii=False))
+        _swap_in(build, out)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    return meta
+
+
+def _metadata(model, payload, feat_cfg, shapes, fp32, int8) -> dict[str, Any]:
+    mc = model.config
+    return {
+        "format": "e2e_asr export 1",
+        "vocab_size": model.odim,
+        "blank": model.blank,
+        "sos": model.sos,
+        "eos": model.eos,
+        "feature_dim": model.idim,
+        "subsampling": model.subsampling_rate,
+        "encoder_type": getattr(mc, "encoder_type", "transformer"),
+        "encoder_input_layer": mc.encoder_input_layer,
+        # the positional tables end here: longer inputs are refused before decoding
+        "max_encoder_frames": DEFAULT_MAX_LEN,
+        "feature_config": feat_cfg.to_dict(),
+        "epoch": payload.get("epoch"),
+        "averaged_from": payload.get("averaged_from"),
+        "export_shapes": shapes,
+        "parity_fp32": fp32.to_dict(),
+        "parity_int8": None if int8 is None else int8.to_dict(),
+        "torch_version": torch.__version__,
+    }
+
+
+def _swap_in(build: Path, out: Path) -> None:
+    """Replace ``out`` by ``build`` with renames only."""
+    # mkdtemp/mkstemp create owner-only modes; a shipped package should be world-readable
+    os.chmod(build, 0o755)
+    for p in build.iterdir():
+        os.chmod(p, 0o644)
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(build, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["CheckpointError", "ExportError", "export_package"]

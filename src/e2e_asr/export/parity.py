@@ -1,0 +1,132 @@
+"""Numerical parity of the ONNX graphs with the PyTorch model, on shapes other than the
+export shapes (batch 1 and 3, lengths unlike the tracing length, padded batches).
+
+A graph that baked a traced length or batch into a constant fails here instead of in a
+user's decode. Only valid (unpadded) positions are compared: padded frames are garbage by
+design and nobody reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from e2e_asr.decode.onnx_scorer import OnnxScorer
+from e2e_asr.decode.search import ctc_greedy
+from e2e_asr.decode.torch_scorer import TorchScorer
+from e2e_asr.model import E2EModel
+
+FP32_TOLERANCE = 1e-4
+
+# (feature lengths of one batch): batch 1 and 3, lengths unlike the tracing length, padding
+ENCODER_CASES: tuple[tuple[int, ...], ...] = ((37,), (413,), (311, 250, 97), (64, 64, 64))
+# (hypothesis lengths incl. sos, feature length of the utterance they are scored against)
+DECODER_CASES: tuple[tuple[tuple[int, ...], int], ...] = (
+    ((1,), 90),
+    ((9,), 233),
+    ((7, 3, 12), 150),
+)
+
+
+class ParityError(RuntimeError):
+    """The ONNX graph does not reproduce the PyTorch model."""
+
+
+@dataclass
+class ParityReport:
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+    lengths_equal: bool = True
+    greedy_agreement: float = 1.0  # fraction of utterances with identical CTC greedy output
+    cases: list[str] = field(default_factory=list)
+
+    @property
+    def worst(self) -> float:
+        return max(self.max_abs_diff.values(), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_abs_diff": {k: float(f"{v:.3g}") for k, v in self.max_abs_diff.items()},
+            "lengths_equal": self.lengths_equal,
+            "greedy_agreement": round(self.greedy_agreement, 4),
+            "cases": self.cases,
+        }
+
+
+def _feats(model: E2EModel, lengths: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Random features on the model's own scale (inverse of its CMVN), zero padded."""
+    mean = model.global_cmvn.mean.detach().numpy()
+    istd = model.global_cmvn.istd.detach().numpy()
+    x = rng.standard_normal((len(lengths), max(lengths), model.idim)).astype(np.float32)
+    x = x / istd + mean
+    for b, n in enumerate(lengths):
+        x[b, n:] = 0.0
+    return x.astype(np.float32)
+
+
+def _update(report: ParityReport, name: str, diff: float) -> None:
+    report.max_abs_diff[name] = max(report.max_abs_diff.get(name, 0.0), diff)
+
+
+def compare(model: E2EModel, onnx_scorer: OnnxScorer, seed: int = 0) -> ParityReport:
+    """Max abs differences of encoder output, CTC log-probs and decoder log-probs."""
+    torch_scorer = TorchScorer(model)
+    rng = np.random.default_rng(seed)
+    report = ParityReport()
+    agree = total = 0
+    for lengths in ENCODER_CASES:
+        feats = _feats(model, lengths, rng)
+        lens = np.asarray(lengths, dtype=np.int64)
+        t_enc, t_lens, t_lp = torch_scorer.encode(feats, lens)
+        o_enc, o_lens, o_lp = onnx_scorer.encode(feats, lens)
+        t_enc = t_enc.numpy()
+        report.cases.append(f"encoder batch {len(lengths)} lengths {list(lengths)}")
+        if not np.array_equal(t_lens, o_lens) or t_enc.shape != o_enc.shape:
+            report.lengths_equal = False
+            continue
+        for b, n in enumerate(t_lens.tolist()):
+            _update(report, "enc", float(np.abs(t_enc[b, :n] - o_enc[b, :n]).max()))
+            _update(report, "ctc_logp", float(np.abs(t_lp[b, :n] - o_lp[b, :n]).max()))
+        t_hyp, o_hyp = ctc_greedy(t_lp, t_lens), ctc_greedy(o_lp, o_lens)
+        agree += sum(a == b for a, b in zip(t_hyp, o_hyp, strict=True))
+        total += len(t_hyp)
+    report.greedy_agreement = agree / max(total, 1)
+    for ys_lengths, frames in DECODER_CASES:
+        feats = _feats(model, (frames,), rng)
+        enc, enc_lens, _ = torch_scorer.encode(feats, np.array([frames], dtype=np.int64))
+        n = len(ys_lengths)
+        idx = np.zeros(n, dtype=np.int64)
+        ys = rng.integers(1, model.odim - 1, size=(n, max(ys_lengths)), dtype=np.int64)
+        ys[:, 0] = model.sos
+        ys_lens = np.asarray(ys_lengths, dtype=np.int64)
+        for b, m in enumerate(ys_lengths):
+            ys[b, m:] = model.eos  # the padding the searches use
+        t_lp = torch_scorer.decoder_logprobs(
+            ys, ys_lens, torch_scorer.take(enc, idx), enc_lens[idx]
+        )
+        o_lp = onnx_scorer.decoder_logprobs(ys, ys_lens, enc.numpy()[idx], enc_lens[idx])
+        report.cases.append(f"decoder hyps {n} lengths {list(ys_lengths)} frames {frames}")
+        if t_lp.shape != o_lp.shape:
+            report.lengths_equal = False
+            continue
+        for b, m in enumerate(ys_lengths):
+            _update(report, "decoder_logp", float(np.abs(t_lp[b, :m] - o_lp[b, :m]).max()))
+    return report
+
+
+def check_fp32(model: E2EModel, onnx_scorer: OnnxScorer) -> ParityReport:
+    """Raise ParityError unless every valid position is within FP32_TOLERANCE."""
+    report = compare(model, onnx_scorer)
+    if not report.lengths_equal:
+        raise ParityError(
+            "ONNX graphs give other output shapes/lengths than PyTorch on "
+            f"{'; '.join(report.cases)}"
+        )
+    if report.worst > FP32_TOLERANCE:
+        bad = {k: v for k, v in report.max_abs_diff.items() if v > FP32_TOLERANCE}
+        raise ParityError(
+            f"ONNX fp32 differs from PyTorch by more than {FP32_TOLERANCE}: {bad} "
+            f"(cases: {'; '.join(report.cases)})"
+        )
+    return report

@@ -1,0 +1,46 @@
+"""int8 copies of the ONNX graphs with ONNX Runtime's dynamic quantizer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+# Only the matrix products: they hold nearly all weights and time; the small conv2d front end
+# and the normalisations stay in float, which keeps the accuracy loss down.
+OP_TYPES = ["MatMul", "Gemm"]
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Weights to int8 (per tensor), activations quantized on the fly; written atomically.
+
+    The graph first goes through ONNX Runtime's quantization pre-processing (ONNX shape
+    inference and graph optimisation). Its symbolic shape inference is skipped: it cannot
+    reason about the conv2d subsampling's floor((T - 3) / 2) lengths and aborts.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    dst = Path(dst)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    pre = Path(tmp + ".pre.onnx")
+    try:
+        # the quantizer logs through the root logger; keep its chatter off the user's terminal
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            quantize_dynamic(
+                str(pre), tmp, weight_type=QuantType.QInt8, op_types_to_quantize=OP_TYPES
+            )
+        finally:
+            root.setLevel(level)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        pre.unlink(missing_ok=True)
