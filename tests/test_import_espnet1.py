@@ -23,6 +23,16 @@ from e2e_asr.model.importers import BaseModelImportError, import_base_model
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "steps"))
 import import_base_model as step  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: extra threads only contend on a shared machine; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 IDIM, ODIM = 40, 9
 CHARS = ["<blank>", "<unk>", "你", "好", "世", "界", "中", "国", "<eos>"]
 
@@ -199,3 +209,19 @@ def test_pitch_input_is_refused(tmp_path):
     (src.parent / "model.json").write_text(json.dumps([83, ODIM, espnet1_args(False)]))
     with pytest.raises(BaseModelImportError, match="computes no pitch features"):
         import_base_model(src)
+
+
+def test_ctc_only_source_gets_a_fresh_decoder(tmp_path):
+    original = our_model(False)
+    src, mean, istd = write_recipe(
+        tmp_path, original, espnet1_args(False, mtlalpha=1.0), "model.acc.best", False
+    )
+    sd = torch.load(src, weights_only=True)
+    torch.save({k: v for k, v in sd.items() if not k.startswith("decoder.")}, src)
+    result = import_base_model(src, cmvn=tmp_path / "cmvn.ark")
+    added = [r for r in result.rows if r.action == "added"]
+    assert added and all(r.target.startswith("decoder.") for r in added)
+    assert result.criterion_config["rate"] == 1.0
+    feats = torch.randn(1, 50, IDIM) * 2.0 + 3.0
+    diff = (ctc_logp(original, (feats - mean) * istd) - ctc_logp(result.build(), feats)).abs()
+    assert diff.max().item() < 1e-5

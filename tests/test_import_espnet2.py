@@ -19,6 +19,16 @@ from e2e_asr.model.importers import BaseModelImportError, import_base_model
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "steps"))
 import import_base_model as step  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: extra threads only contend on a shared machine; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 IDIM = 80
 TOKENS = ["<blank>", "<unk>", "你", "好", "世", "界", "<sos/eos>"]
 

@@ -126,13 +126,15 @@ def map_state_dict(
     criterion_config: dict[str, Any],
     where: str,
     provided: dict[str, tuple[torch.Tensor, str, str]] | None = None,
+    init_prefix: tuple[str, str] | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[ReportRow]]:
     """Map every source key with `rename(key) -> (our key or None, note)`.
 
     `None` drops the key (the note says why). `provided` fills our keys that the importer
     derived from other files (CMVN): key -> (tensor, source, note). Our keys that stay unfilled
     are an error, except BatchNorm's `num_batches_tracked` counter (absent from old PyTorch
-    files; unused in eval).
+    files; unused in eval) and keys under `init_prefix = (prefix, reason)`, which keep a fresh
+    initialisation (a CTC-only source has no decoder).
     """
     model = build_model(model_config, criterion_config)
     ours = model.state_dict()
@@ -181,6 +183,10 @@ def map_state_dict(
         if k.endswith("num_batches_tracked"):
             out[k] = ours[k].clone()
             rows.append(ReportRow("added", "-", k, shape_str(ours[k]), "BatchNorm counter"))
+            missing.remove(k)
+        elif init_prefix is not None and k.startswith(init_prefix[0]):
+            out[k] = ours[k].clone()
+            rows.append(ReportRow("added", "-", k, shape_str(ours[k]), init_prefix[1]))
             missing.remove(k)
     if missing:
         raise BaseModelImportError(

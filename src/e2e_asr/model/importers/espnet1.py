@@ -185,7 +185,11 @@ def import_espnet1(
             "no --cmvn given: the model gets identity CMVN, but ESPnet1 models expect features "
             "normalised with the recipe's cmvn.ark (data/<train_set>/cmvn.ark); pass it"
         )
-    state, rows = map_state_dict(state, lambda k: (k, ""), mc, cc, str(src), provided)
+    init = None
+    if cc["rate"] == 1.0:  # ESPnet1 builds no decoder when mtlalpha is 1
+        init = ("decoder.", "CTC-only source (mtlalpha 1): new decoder, unused at rate 1")
+        warnings.append("mtlalpha = 1: CTC-only model; the attention decoder is untrained")
+    state, rows = map_state_dict(state, lambda k: (k, ""), mc, cc, str(src), provided, init)
     units, note = units_from_args(args, odim, where)
     if note:
         rows.append(ReportRow("converted", "char_list", "units", str(odim), note))

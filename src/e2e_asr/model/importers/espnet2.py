@@ -94,8 +94,8 @@ def convert_config(
     for key in ("preencoder", "postencoder"):
         if cfg.get(key):
             raise unsupported(where, key, cfg[key], "none")
-    if cfg.get("decoder") != "transformer":
-        raise unsupported(where, "decoder", cfg.get("decoder"), "transformer")
+    if cfg.get("decoder") not in ("transformer", None):
+        raise unsupported(where, "decoder", cfg.get("decoder"), "transformer, none (CTC only)")
     defaults = {**ENCODER_DEFAULTS, **(CONFORMER_DEFAULTS if arch == "conformer" else {})}
     enc = _section(cfg, "encoder_conf", defaults)
     dec = _section(cfg, "decoder_conf", DECODER_DEFAULTS)
@@ -292,7 +292,12 @@ def import_espnet2(
                 return None, why
         return key, ""
 
-    state, rows = map_state_dict(state, rename, mc, cc, str(src), provided)
+    init = None
+    if cfg.get("decoder") is None or cc["rate"] == 1.0:  # ESPnet2 then builds no decoder
+        init = ("decoder.", "CTC-only source: new decoder, unused while criterion rate is 1")
+        warnings.append("CTC-only model: the attention decoder is untrained; keep rate 1")
+        cc["rate"] = 1.0
+    state, rows = map_state_dict(state, rename, mc, cc, str(src), provided, init)
     rows.append(ReportRow("converted", "token_list", "units", str(len(units)), where))
     return ImportResult(
         fmt="espnet2",
