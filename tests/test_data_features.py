@@ -172,3 +172,30 @@ def test_bad_feature_config_key_is_an_error(tmp_path: Path) -> None:
     p.write_text("type: fbank\nnum_mel_bin: 80\n")
     with pytest.raises(ValueError, match="num_mel_bin"):
         FeatureConfig.from_yaml(p)
+
+
+def test_segments_and_converted_audio(tmp_path: Path) -> None:
+    from conftest_data import make_features_inprocess
+
+    from e2e_asr.data.audio import load_audio
+    from e2e_asr.data.datadir import Segment
+
+    rec = write_wav(tmp_path / "rec.wav", 2.0, seed=1)
+    stereo = write_wav(tmp_path / "st.wav", 1.0, sr=44100, channels=2, seed=2)
+    sox = f"sox -q {stereo} -t wav -r 16000 -c 1 -b 16 - |"
+    d = tmp_path / "data"
+    write_data_dir(
+        d,
+        [
+            Utterance("rec-a", str(rec), "一", "r", Segment("rec", 0.0, 0.8)),
+            Utterance("rec-b", str(rec), "二", "r", Segment("rec", 0.8, 2.0)),
+            Utterance("st-a", sox, "三", "s", Segment("st", 0.0, -1.0)),
+        ],
+    )
+    cfg = _conf("mfcc_hires.yaml")
+    make_features_inprocess(d, cfg, nj=2)
+    feats = kaldiio.load_scp(str(d / "feats.scp"))
+    x = load_audio(str(rec))
+    np.testing.assert_array_equal(feats["rec-b"], compute_features(x[12800:32000], cfg))
+    assert feats["rec-a"].shape == (1 + (12800 - 400) // 160, 40)
+    assert feats["st-a"].shape == (1 + (16000 - 400) // 160, 40)
