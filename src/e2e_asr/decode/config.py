@@ -102,3 +102,30 @@ class DecodeConfig:
             raise DecodeConfigError(
                 f"{where}: decode config char_num {self.char_num} != model vocabulary {vocab_size}"
             )
+
+
+def add_decode_arguments(parser: Any) -> None:
+    """Command-line overrides of the decode config (argparse); unset options keep the file's."""
+    g = parser.add_argument_group("decoding options (override decode.yaml)")
+    g.add_argument("--mode", choices=MODES)
+    g.add_argument("--beam", type=int, help="attention beam / n-best size for rescoring")
+    g.add_argument("--ctc-beam", type=int, help="CTC prefix beam width")
+    g.add_argument("--ctc-weight", type=float)
+    g.add_argument("--penalty", type=float, help="per-token bonus (attention beam search)")
+    g.add_argument("--maxlenratio", type=float)
+    g.add_argument("--minlenratio", type=float)
+    g.add_argument("--batch-size", type=int, help="utterances per encoder batch")
+
+
+def overrides_from_args(args: Any) -> dict[str, Any]:
+    names = (
+        "mode",
+        "beam",
+        "ctc_beam",
+        "ctc_weight",
+        "penalty",
+        "maxlenratio",
+        "minlenratio",
+        "batch_size",
+    )
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}

@@ -1,0 +1,153 @@
+"""Decoding a list of recordings/segments, optionally in parallel jobs.
+
+Each job builds its own recognizer (a process cannot share ONNX Runtime sessions or torch
+models with another) and works through its share in chunks, so memory stays bounded by the
+chunk, not the corpus.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from e2e_asr.data.audio import AudioError, load_audio
+from e2e_asr.data.datadir import Segment, iter_kv, read_data_dir
+from e2e_asr.data.features import FeatureError
+
+CHUNK = 64  # utterances whose features are in memory at once
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str
+    wav: str  # path or "cmd |"
+    segment: Segment | None = None
+
+
+@dataclass
+class ModelSpec:
+    """How to build a recognizer, picklable for worker processes."""
+
+    model_dir: str | None = None
+    checkpoint: str | None = None
+    backend: str = "torch"
+    quantized: bool = False
+    decode_yaml: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, num_threads: int):  # -> Recognizer
+        from e2e_asr.decode.config import DecodeConfig
+        from e2e_asr.decode.recognizer import Recognizer
+
+        if self.checkpoint:
+            dcfg = DecodeConfig.from_yaml(self.decode_yaml) if self.decode_yaml else None
+            return Recognizer.from_checkpoint(self.checkpoint, dcfg, num_threads, **self.overrides)
+        return Recognizer.from_model_dir(
+            self.model_dir, self.backend, self.quantized, num_threads, **self.overrides
+        )
+
+
+@dataclass
+class JobResult:
+    hyps: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # key -> reason
+    audio_seconds: float = 0.0
+    decode_seconds: float = 0.0  # features + search, excluding model loading
+
+
+def items_from_wav_scp(path: str | os.PathLike) -> list[Item]:
+    """wav.scp lines in file order (the transcription command keeps input order)."""
+    return [Item(k, v) for k, v in iter_kv(path)]
+
+
+def items_from_data_dir(data_dir: str | os.PathLike) -> tuple[list[Item], dict[str, str]]:
+    """Utterances (segments resolved) and reference texts of a Kaldi data dir."""
+    utts = read_data_dir(data_dir)
+    return [Item(u.utt, u.wav, u.segment) for u in utts], {u.utt: u.text for u in utts}
+
+
+class _AudioCache:
+    """Keeps the last recording so consecutive segments of one file read it once."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sr = sample_rate
+        self.key: str | None = None
+        self.samples: np.ndarray | None = None
+
+    def get(self, item: Item) -> np.ndarray:
+        if item.wav != self.key:
+            self.samples = load_audio(item.wav, self.sr)
+            self.key = item.wav
+        x = self.samples
+        if item.segment is None:
+            return x
+        start = int(round(item.segment.start * self.sr))
+        end = x.shape[0] if item.segment.end < 0 else int(round(item.segment.end * self.sr))
+        if start >= x.shape[0] or end <= start:
+            raise AudioError(
+                "bad_segment",
+                f"segment {item.segment.start}-{item.segment.end} s outside the recording",
+            )
+        return x[start:end]
+
+
+def run_job(spec: ModelSpec, items: Sequence[Item], num_threads: int, verbose: bool) -> JobResult:
+    """Decode ``items``; unreadable audio is recorded in ``failed``, never dropped silently."""
+    rec = spec.build(num_threads)
+    sr = rec.feature_config.sample_rate
+    cache = _AudioCache(sr)
+    res = JobResult()
+    t0 = time.perf_counter()
+    for start in range(0, len(items), CHUNK):
+        chunk = items[start : start + CHUNK]
+        feats = []
+        for it in chunk:
+            try:
+                samples = cache.get(it)
+                feats.append((it.key, rec.features(samples)))
+                res.audio_seconds += samples.shape[0] / sr
+            except (AudioError, FeatureError, OSError) as e:
+                res.failed[it.key] = f"{type(e).__name__}: {e}"
+        for (key, _), ids in zip(feats, rec.decode_features(feats), strict=True):
+            res.hyps[key] = rec.text(ids)
+        if verbose:
+            print(f"decoded {min(start + CHUNK, len(items))}/{len(items)}", file=sys.stderr)
+    res.decode_seconds = time.perf_counter() - t0
+    return res
+
+
+def run_jobs(
+    spec: ModelSpec, items: Sequence[Item], nj: int = 1, num_threads: int = 0, verbose: bool = False
+) -> JobResult:
+    """Split ``items`` into ``nj`` contiguous parts decoded in parallel processes."""
+    nj = max(1, min(nj, len(items)))
+    if num_threads <= 0:
+        num_threads = max(1, (os.cpu_count() or 1) // nj)
+    if nj == 1:
+        return run_job(spec, items, num_threads, verbose)
+    bounds = np.linspace(0, len(items), nj + 1).astype(int)
+    parts = [list(items[bounds[j] : bounds[j + 1]]) for j in range(nj)]
+    # spawn, not fork: a forked copy of an initialised torch / ORT thread pool can deadlock
+    with ProcessPoolExecutor(nj, mp_context=get_context("spawn")) as pool:
+        results = list(pool.map(run_job, [spec] * nj, parts, [num_threads] * nj, [False] * nj))
+    total = JobResult()
+    for r in results:
+        total.hyps.update(r.hyps)
+        total.failed.update(r.failed)
+        total.audio_seconds += r.audio_seconds
+        total.decode_seconds = max(total.decode_seconds, r.decode_seconds)  # wall clock
+    return total
+
+
+def basename_key(path: str) -> str:
+    """Utterance id of a wav given on the command line: its file name without extension."""
+    return Path(path).stem
