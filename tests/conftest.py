@@ -1,0 +1,38 @@
+"""Shared pytest fixtures: repository paths and a runner for the recipe's shell scripts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+def recipe_env() -> dict[str, str]:
+    """Environment in which utils/ and steps/ are on PATH and the venv's python is first."""
+    env = dict(os.environ)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([str(REPO / "utils"), str(REPO / "steps"), venv_bin,
+                                   env.get("PATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    env["MPLBACKEND"] = "Agg"
+    return env
+
+
+def run_cmd(args: list[str] | str, cwd: Path | None = None, timeout: float = 600,
+            check: bool = False) -> subprocess.CompletedProcess:
+    """Run a command with the recipe environment, capturing text output."""
+    proc = subprocess.run(args, cwd=cwd or REPO, env=recipe_env(), capture_output=True,
+                          text=True, timeout=timeout, shell=isinstance(args, str))
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

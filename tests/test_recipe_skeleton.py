@@ -1,0 +1,124 @@
+"""The recipe skeleton: parse_options.sh, the job runner and run.sh's option handling."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+from conftest import REPO, run_cmd
+
+RECIPE_VARS = ("stage stop_stage wav_dir transcript output_dir exp_dir base_model train_config "
+               "num_utt_percent json_nj nj num_gpu epochs avg_start avg_end").split()
+
+
+def _script(tmp_path: Path) -> Path:
+    script = tmp_path / "recipe.sh"
+    script.write_text(textwrap.dedent(f"""\
+        #!/usr/bin/env bash
+        set -euo pipefail
+        json_nj=8
+        use_gpu=false
+        exp_dir=exp/a
+        recipe_vars=(json_nj use_gpu exp_dir)
+        recipe_stages=("0: data" "1: features")
+        help_message="Usage: recipe.sh [options]"
+        . {REPO}/utils/parse_options.sh
+        echo "json_nj=$json_nj use_gpu=$use_gpu exp_dir=$exp_dir rest=$*"
+        """))
+    script.chmod(0o755)
+    return script
+
+
+def test_parse_options_overrides_with_dashes_and_underscores(tmp_path: Path) -> None:
+    script = _script(tmp_path)
+    out = run_cmd([str(script), "--json-nj", "3", "--exp_dir", "exp/b", "pos1"], check=True)
+    assert out.stdout.strip() == "json_nj=3 use_gpu=false exp_dir=exp/b rest=pos1"
+
+
+def test_parse_options_unknown_option_is_named(tmp_path: Path) -> None:
+    out = run_cmd([str(_script(tmp_path)), "--no-such-option", "1"])
+    assert out.returncode != 0
+    assert "no-such-option" in out.stderr
+
+
+def test_parse_options_boolean_must_be_true_or_false(tmp_path: Path) -> None:
+    script = _script(tmp_path)
+    bad = run_cmd([str(script), "--use-gpu", "yes"])
+    assert bad.returncode != 0 and "true or false" in bad.stderr
+    good = run_cmd([str(script), "--use-gpu", "true"], check=True)
+    assert "use_gpu=true" in good.stdout
+
+
+def test_parse_options_config_file_and_later_override(tmp_path: Path) -> None:
+    conf = tmp_path / "my.conf"
+    conf.write_text("json_nj=5\nexp_dir=exp/from_conf\n")
+    out = run_cmd([str(_script(tmp_path)), "--config", str(conf), "--json-nj", "6"], check=True)
+    assert "json_nj=6" in out.stdout and "exp_dir=exp/from_conf" in out.stdout
+    missing = run_cmd([str(_script(tmp_path)), "--config", str(tmp_path / "nope.conf")])
+    assert missing.returncode != 0 and "nope.conf" in missing.stderr
+
+
+def test_parse_options_help_lists_variables_with_values_and_stages(tmp_path: Path) -> None:
+    out = run_cmd([str(_script(tmp_path)), "--json-nj", "2", "--help"], check=True)
+    assert "Usage: recipe.sh" in out.stdout
+    assert re.search(r"--json-nj\s+'2'", out.stdout)
+    assert re.search(r"--use-gpu\s+'false'", out.stdout)
+    assert "0: data" in out.stdout and "1: features" in out.stdout
+
+
+def test_job_runner_runs_jobs_in_parallel(tmp_path: Path) -> None:
+    # Job 1 waits (up to 20 s) for job 2's marker: it can only finish if both run at once.
+    marker = tmp_path / "marker"
+    cmd = (f"if [ JOB = 1 ]; then for i in $(seq 200); do [ -e {marker}.2 ] && exit 0; "
+           f"sleep 0.1; done; exit 1; else touch {marker}.JOB; fi")
+    out = run_cmd(["run.py", "--max-jobs-run", "2", "JOB=1:2", str(tmp_path / "log/w.JOB.log"),
+                   cmd], check=True)
+    assert out.returncode == 0
+    for job in (1, 2):
+        assert (tmp_path / f"log/w.{job}.log").read_text().startswith("# ")
+
+
+def test_job_runner_respects_max_jobs_run(tmp_path: Path) -> None:
+    # Each job fails if another job is running at the same time.
+    lock = tmp_path / "running"
+    cmd = (f"if ls {lock}.* >/dev/null 2>&1; then exit 3; fi; touch {lock}.JOB; sleep 0.2; "
+           f"rm {lock}.JOB")
+    run_cmd(["run.py", "--max-jobs-run", "1", "JOB=1:4", str(tmp_path / "l.JOB.log"), cmd],
+            check=True)
+
+
+def test_job_runner_failure_names_job_and_log(tmp_path: Path) -> None:
+    out = run_cmd(["run.py", "JOB=1:3", str(tmp_path / "log/x.JOB.log"),
+                   "bash", "-c", "echo output of JOB; [ JOB != 2 ]"])
+    assert out.returncode != 0
+    assert "JOB=2" in out.stderr and str(tmp_path / "log/x.2.log") in out.stderr
+    assert "1 of 3 jobs failed" in out.stderr
+    assert "output of 2" in (tmp_path / "log/x.2.log").read_text()
+    assert "output of 3" in (tmp_path / "log/x.3.log").read_text()
+
+
+def test_run_sh_help_lists_every_variable_and_stage() -> None:
+    out = run_cmd(["./run.sh", "--help"], check=True)
+    for name in RECIPE_VARS:
+        assert re.search(rf"--{name.replace('_', '-')}\s+'", out.stdout), name
+    for number in range(-1, 7):
+        assert re.search(rf"^\s+{number}: ", out.stdout, re.M), number
+
+
+def test_run_sh_unknown_option_fails_naming_it() -> None:
+    out = run_cmd(["./run.sh", "--no-such-option", "1"])
+    assert out.returncode != 0 and "no-such-option" in out.stderr
+
+
+def test_run_sh_stage_guards_select_nothing_outside_the_range(tmp_path: Path) -> None:
+    out = run_cmd(["./run.sh", "--stage", "5", "--stop-stage", "4", "--wav-dir", str(tmp_path),
+                   "--base-model", str(tmp_path / "checkpoint.1"), "--exp-dir",
+                   str(tmp_path / "exp")], check=True)
+    assert "==== stage" not in out.stdout
+
+
+def test_run_sh_own_data_needs_a_base_model(tmp_path: Path) -> None:
+    out = run_cmd(["./run.sh", "--stage", "0", "--wav-dir", str(tmp_path),
+                   "--exp-dir", str(tmp_path / "exp")])
+    assert out.returncode != 0 and "--base-model" in out.stderr

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One-command environment setup; idempotent and fast when everything is present.
+#   - system tools: espeak-ng (demo corpus) and sox (audio conversion); installed with apt when
+#     running as root, otherwise the exact command is printed and setup stops.
+#   - .venv with Python 3.11 and this package installed editable with its pinned dependencies.
+#     A stamp holding the hash of pyproject.toml skips pip when nothing changed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+missing=()
+for tool in espeak-ng sox; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ${missing[*]} with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing system packages: ${missing[*]}" >&2
+    echo "setup: install them, then re-run: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+python_bin="${PYTHON:-}"
+if [ -z "$python_bin" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      python_bin="$candidate"; break
+    fi
+  done
+fi
+if [ -z "$python_bin" ]; then
+  echo "setup: Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $python_bin"
+  "$python_bin" -m venv .venv
+fi
+
+stamp=.venv/.setup-stamp
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing the package and its pinned dependencies into .venv (first run takes a few minutes)"
+  log=.venv/setup-pip.log
+  # torch is pinned (torch==2.13.0) in pyproject.toml: an unpinned torch would pull a multi-GB
+  # CUDA build. On a GPU machine, install the torch 2.13.0 build for your CUDA first; pip keeps it.
+  if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip &&
+         .venv/bin/python -m pip install --disable-pip-version-check -e ".[dev]"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "setup: pip install failed; full log in $root/$log" >&2
+    exit 1
+  fi
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Kaldi-style option parsing, sourced by a recipe after its variables are set:
+#   . utils/parse_options.sh
+# `--name value` sets the shell variable `name` (dashes become underscores); the variable must
+# already exist, so a typo is an error instead of a silently ignored option. A variable whose
+# current value is true/false only accepts true/false. `--config FILE` sources FILE.
+# `--help` prints $help_message, then each variable named in the array `recipe_vars` with its
+# current value, then the `recipe_stages` array ("N: name" entries), and exits 0.
+# Positional arguments after the options are left in "$@".
+
+_po_print_help() {
+  [ -n "${help_message:-}" ] && printf '%s\n' "$help_message"
+  if [ -n "${recipe_vars+x}" ]; then
+    echo
+    echo "Variables (set with --name value; dashes and underscores are interchangeable):"
+    local _v
+    for _v in "${recipe_vars[@]}"; do
+      printf '  --%-22s %s\n' "${_v//_/-}" "'${!_v}'"
+    done
+  fi
+  if [ -n "${recipe_stages+x}" ]; then
+    echo
+    echo "Stages (--stage N --stop-stage M runs N..M):"
+    local _s
+    for _s in "${recipe_stages[@]}"; do
+      printf '  %s\n' "$_s"
+    done
+  fi
+}
+
+while true; do
+  [ $# -eq 0 ] && break
+  case "$1" in
+    --help|-h)
+      _po_print_help
+      exit 0 ;;
+    --config)
+      if [ $# -lt 2 ]; then echo "$0: option --config needs a file" >&2; exit 1; fi
+      if [ ! -f "$2" ]; then echo "$0: config file '$2' not found" >&2; exit 1; fi
+      # shellcheck disable=SC1090
+      . "$2" || { echo "$0: failed to source config file '$2'" >&2; exit 1; }
+      shift 2 ;;
+    --*=*)
+      echo "$0: write '--name value', not '$1'" >&2
+      exit 1 ;;
+    --?*)
+      _po_opt="${1#--}"
+      _po_name="${_po_opt//-/_}"
+      if ! [[ "$_po_name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+        echo "$0: invalid option '$1'" >&2; exit 1
+      fi
+      if [ -z "${!_po_name+x}" ]; then
+        echo "$0: unknown option '--${_po_opt}' (no variable '${_po_name}'; see --help)" >&2
+        exit 1
+      fi
+      if [ $# -lt 2 ]; then
+        echo "$0: option '--${_po_opt}' needs a value" >&2; exit 1
+      fi
+      _po_old="${!_po_name}"
+      if [ "$_po_old" = true ] || [ "$_po_old" = false ]; then
+        if [ "$2" != true ] && [ "$2" != false ]; then
+          echo "$0: option '--${_po_opt}' is boolean: give true or false, not '$2'" >&2
+          exit 1
+        fi
+      fi
+      printf -v "$_po_name" '%s' "$2"
+      shift 2 ;;
+    *) break ;;
+  esac
+done
+unset _po_opt _po_name _po_old
+true
