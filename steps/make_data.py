@@ -51,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make_data.py: error: {exc}", file=sys.stderr)
         return 1
     print(report.summary())
+    bad_enc = sum(r.reason == "non_utf8" for r in report.rejects)
+    if bad_enc and bad_enc * 2 >= len(report.rejects) + len(report.accepted):
+        print(
+            "make_data.py: most transcript lines are not UTF-8; if the file is GBK, convert it: "
+            "iconv -f GBK -t UTF-8 IN > OUT",
+            file=sys.stderr,
+        )
     if not report.accepted:
         print(
             f"make_data.py: error: no utterance accepted; see {args.out_dir}/rejects.tsv",

@@ -251,3 +251,21 @@ def test_unknown_config_key_is_an_error(tmp_path: Path) -> None:
     p.write_text("min_durration: 1\n")
     with pytest.raises(ValueError, match="min_durration"):
         DataConfig.from_yaml(p)
+
+
+def test_bom_and_gbk_transcripts(tmp_path: Path) -> None:
+    wav = tmp_path / "wav"
+    write_wav(wav / "a.wav", 1.0, seed=1)
+    write_wav(wav / "b.wav", 1.0, seed=2)
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + "a 你好\nb 再见\n".encode())
+    make_data_dir(tmp_path / "d1", wav_dir=wav, transcript=bom)
+    assert read_table(tmp_path / "d1" / "text") == {"a": "你好", "b": "再见"}
+    gbk = tmp_path / "gbk.txt"
+    gbk.write_bytes("a 你好\nb 再见\n".encode("gbk"))
+    res = run_step(
+        "make_data.py", "--out-dir", tmp_path / "d2", "--wav-dir", wav, "--transcript", gbk
+    )
+    assert res.returncode == 1
+    assert res.stdout.startswith("0 accepted, 2 rejected (non_utf8: 2)")
+    assert "iconv -f GBK" in res.stderr

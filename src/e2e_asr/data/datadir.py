@@ -36,6 +36,8 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             raw = raw.rstrip(b"\r\n")
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # BOM from Windows editors
+                raw = raw[3:]
             if raw.strip():
                 yield lineno, raw
 

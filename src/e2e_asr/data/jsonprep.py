@@ -8,7 +8,6 @@ counts), then features (CMVN) while writing json.
 from __future__ import annotations
 
 import os
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from e2e_asr.data.cmvn import CmvnStats, write_cmvn
 from e2e_asr.data.datadir import iter_kv
 from e2e_asr.data.espnet_json import JsonWriter, make_entry
 from e2e_asr.data.features import FeatureConfig
-from e2e_asr.data.io import atomic_write_lines
+from e2e_asr.data.io import atomic_write_bytes, atomic_write_lines
 from e2e_asr.data.split import base_key, dev_keys, is_copy
 from e2e_asr.data.units import Tokenizer, extend_units, write_units
 
@@ -293,13 +292,6 @@ def prepare_json(
         tok = Tokenizer(units)
 
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_lines(
-        out / "oov.txt",
-        (f"{c} {n}" for c, n in sorted(report.oov.items(), key=lambda x: (-x[1], x[0]))),
-    )
-    write_units(out / "units.txt", units)
-    shutil.copyfile(data_dir / "feature.yaml", out / ".feature.yaml.tmp")
-    os.replace(out / ".feature.yaml.tmp", out / "feature.yaml")
 
     # Pass 2: json and CMVN.
     stats = CmvnStats(fcfg.dim)
@@ -342,7 +334,14 @@ def prepare_json(
         idx = p.name.split(".")[1]
         if idx.isdigit() and int(idx) > json_nj:
             p.unlink()
+    # The small files last: a failed run leaves the previous set whole, not a mix.
     write_cmvn(out / "cmvn.ark", stats.stats)
+    atomic_write_lines(
+        out / "oov.txt",
+        (f"{c} {n}" for c, n in sorted(report.oov.items(), key=lambda x: (-x[1], x[0]))),
+    )
+    write_units(out / "units.txt", units)
+    atomic_write_bytes(out / "feature.yaml", (data_dir / "feature.yaml").read_bytes())
     report.cmvn_frames = stats.frames
     for line in report.summary_lines(json_nj):
         log(line)
