@@ -57,6 +57,7 @@ def espnet1_args(conformer: bool, **over) -> dict:
     if conformer:
         args.update(
             model_module="espnet.nets.pytorch_backend.e2e_asr_conformer:E2E",
+            rel_pos_type="latest",
             transformer_encoder_pos_enc_layer_type="rel_pos",
             transformer_encoder_selfattn_layer_type="rel_selfattn",
             transformer_encoder_activation_type="swish",
@@ -174,6 +175,7 @@ def test_missing_cmvn_warns_and_identity(tmp_path, capsys):
         ({"transformer_encoder_pos_enc_layer_type": "legacy_rel_pos"}, "'legacy_rel_pos/"),
         ({"model_module": "espnet.nets.pytorch_backend.e2e_asr:E2E"}, "model_module = "),
         ({"transformer_input_layer": "vgg2l"}, "transformer_input_layer = 'vgg2l'"),
+        ({"rel_pos_type": None}, "rel_pos_type = None"),
     ],
 )
 def test_unsupported_architectures_are_refused(tmp_path, override, needle):

@@ -117,6 +117,14 @@ def convert_config(
                 f"{pos}/{att}",
                 "abs_pos/selfattn, rel_pos/rel_selfattn (legacy_rel_pos differs)",
             )
+        if pos == "rel_pos" and args.get("rel_pos_type") != "latest":
+            # ESPnet1 itself turns rel_pos into legacy_rel_pos unless rel_pos_type is latest
+            raise unsupported(
+                where,
+                "rel_pos_type",
+                args.get("rel_pos_type"),
+                "latest (without it ESPnet1 runs rel_pos as legacy_rel_pos, which differs)",
+            )
         act = args.get("transformer_encoder_activation_type", "swish")
         if act != "swish":
             raise unsupported(where, "transformer_encoder_activation_type", act, "swish")
