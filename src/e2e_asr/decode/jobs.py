@@ -62,6 +62,7 @@ class JobResult:
     failed: dict[str, str] = field(default_factory=dict)  # key -> reason
     audio_seconds: float = 0.0
     decode_seconds: float = 0.0  # features + search, excluding model loading
+    config: dict[str, Any] = field(default_factory=dict)  # the effective decode options
 
 
 def items_from_wav_scp(path: str | os.PathLike) -> list[Item]:
@@ -105,7 +106,7 @@ def run_job(spec: ModelSpec, items: Sequence[Item], num_threads: int, verbose: b
     rec = spec.build(num_threads)
     sr = rec.feature_config.sample_rate
     cache = _AudioCache(sr)
-    res = JobResult()
+    res = JobResult(config=rec.config.to_dict())
     t0 = time.perf_counter()
     for start in range(0, len(items), CHUNK):
         chunk = items[start : start + CHUNK]
@@ -139,7 +140,7 @@ def run_jobs(
     # spawn, not fork: a forked copy of an initialised torch / ORT thread pool can deadlock
     with ProcessPoolExecutor(nj, mp_context=get_context("spawn")) as pool:
         results = list(pool.map(run_job, [spec] * nj, parts, [num_threads] * nj, [False] * nj))
-    total = JobResult()
+    total = JobResult(config=results[0].config)
     for r in results:
         total.hyps.update(r.hyps)
         total.failed.update(r.failed)

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Stage 6: decode a Kaldi data dir and score it.
+
+  decode.py (--model-dir EXP_DIR/export --backend torch|onnx [--quantized] | --checkpoint CKPT)
+            --data-dir DATA --out-dir DIR [--mode ctc_greedy|ctc_prefix_beam|attention|
+            attention_rescoring] [--beam 10 --ctc-beam 15 --ctc-weight 0.3 ...] [--nj N]
+
+Reads DATA/wav.scp (+ DATA/segments) and DATA/text, computes features with the model's
+feature config, decodes, and writes DIR/hyp.txt (Kaldi text), DIR/per_utt.txt (sclite-style
+alignments with S/D/I), DIR/result.json ({"cer", "wer", "n_utts", "ref_units", "sub", "del",
+"ins", ...}) and DIR/failed.txt for unreadable audio (scored as empty hypotheses). CER is
+total edits / total reference characters over the set. Prints a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from e2e_asr.decode.config import add_decode_arguments, overrides_from_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model-dir", help="export directory (steps/export.py)")
+    src.add_argument("--checkpoint", help="a raw checkpoint, decoded with PyTorch")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--quantized", action="store_true", help="use the int8 ONNX graphs")
+    p.add_argument("--decode-config", help="with --checkpoint: decoding options yaml")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--nj", type=int, default=1, help="parallel decoding processes")
+    p.add_argument("--threads", type=int, default=0, help="threads per job (0: cores / nj)")
+    p.add_argument("--name", help="model name for result.json / tables (default: out-dir name)")
+    add_decode_arguments(p)
+    a = p.parse_args(argv)
+    if a.checkpoint and (a.backend != "torch" or a.quantized):
+        p.error("--checkpoint decodes with PyTorch; --backend onnx/--quantized need --model-dir")
+
+    from e2e_asr.data.datadir import DataDirError
+    from e2e_asr.data.features import FeatureError
+    from e2e_asr.data.io import atomic_write_lines
+    from e2e_asr.decode.config import DecodeConfigError
+    from e2e_asr.decode.jobs import ModelSpec, items_from_data_dir, run_jobs
+    from e2e_asr.decode.recognizer import RecognizerError
+    from e2e_asr.decode.report import write_results
+    from e2e_asr.model.checkpoint import CheckpointError
+
+    spec = ModelSpec(
+        model_dir=a.model_dir,
+        checkpoint=a.checkpoint,
+        backend=a.backend,
+        quantized=a.quantized,
+        decode_yaml=a.decode_config,
+        overrides=overrides_from_args(a),
+    )
+    try:
+        items, refs = items_from_data_dir(a.data_dir)
+        if not items:
+            raise DataDirError(f"{a.data_dir}: no utterances")
+        res = run_jobs(spec, items, a.nj, a.threads, verbose=True)
+    except (
+        DataDirError,
+        DecodeConfigError,
+        RecognizerError,
+        CheckpointError,
+        FeatureError,
+        OSError,
+    ) as e:
+        print(f"decode: error: {e}", file=sys.stderr)
+        return 1
+    out = Path(a.out_dir)
+    name = a.name or out.name
+    label = "torch" if a.checkpoint else a.backend + ("-int8" if a.quantized else "")
+    extra = {
+        "set": Path(a.data_dir).name,
+        "model": name,
+        "backend": label,
+        "mode": res.config.get("mode"),
+        "decode_config": res.config,
+        "failed": len(res.failed),
+        "audio_seconds": round(res.audio_seconds, 2),
+        "decode_seconds": round(res.decode_seconds, 2),
+        "rtf": round(res.decode_seconds / max(res.audio_seconds, 1e-9), 4),
+    }
+    score = write_results(out, refs, res.hyps, extra)
+    atomic_write_lines(out / "failed.txt", (f"{k}\t{v}" for k, v in sorted(res.failed.items())))
+    for k, v in sorted(res.failed.items())[:10]:
+        print(f"decode: {k}: {v}", file=sys.stderr)
+    print(f"{extra['set']} {name} ({label}): {score.summary()}; RTF {extra['rtf']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Score Kaldi text files, or tabulate decode results.
+
+score.py --ref TEXT --hyp TEXT [--out-dir DIR]
+    corpus CER (total edits / total reference characters), WER when the references have
+    space-separated words; with --out-dir writes hyp.txt, per_utt.txt and result.json.
+score.py --table DIR1 DIR2 ...
+    markdown table of CER, rows = sets, columns = models, from DIR*/result.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--ref", help="reference Kaldi text")
+    p.add_argument("--hyp", help="hypothesis Kaldi text")
+    p.add_argument("--out-dir", help="write hyp.txt, per_utt.txt, result.json here")
+    p.add_argument("--table", nargs="+", metavar="DIR", help="decode dirs with result.json")
+    a = p.parse_args(argv)
+
+    from e2e_asr.data.datadir import DataDirError
+    from e2e_asr.decode.report import read_text, summary_table, write_results
+    from e2e_asr.decode.scoring import score_corpus
+
+    if a.table:
+        if a.ref or a.hyp:
+            p.error("--table cannot be combined with --ref/--hyp")
+        try:
+            print(summary_table(a.table))
+        except ValueError as e:
+            print(f"score: error: {e}", file=sys.stderr)
+            return 1
+        return 0
+    if not (a.ref and a.hyp):
+        p.error("give --ref and --hyp, or --table DIR...")
+    try:
+        refs, hyps = read_text(a.ref), read_text(a.hyp)
+    except (DataDirError, OSError) as e:
+        print(f"score: error: {e}", file=sys.stderr)
+        return 1
+    score = write_results(a.out_dir, refs, hyps) if a.out_dir else score_corpus(refs, hyps)
+    if score.extra:
+        print(
+            f"score: {len(score.extra)} hypotheses have no reference (not scored)", file=sys.stderr
+        )
+    print(score.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
