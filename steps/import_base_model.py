@@ -54,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
             epoch=args.epoch,
         )
         config = normalize_config(
-            {"model_config": result.model_config, "criterion_config": result.criterion_config},
+            {
+                "model_config": result.model_config,
+                "criterion_config": result.criterion_config,
+                # Noam's scale is model_size ** -0.5: the imported model's width
+                "opti_config": {"model_size": result.model_config["encoder_attention_dim"]},
+            },
             f"config converted from {args.src}",
         )
         model = result.build()
