@@ -169,6 +169,7 @@ def test_frontend_keys_dropped_and_reported(tmp_path):
         ({"encoder_conf": {"rel_pos_type": "legacy"}}, "rel_pos_type = 'legacy'"),
         ({"normalize": "utterance_mvn"}, "normalize = 'utterance_mvn'"),
         ({"decoder": "rnn"}, "decoder = 'rnn'"),
+        ({"token_type": "bpe"}, "token_type = 'bpe'"),
     ],
 )
 def test_unsupported_architectures_are_refused(tmp_path, change, needle):
@@ -191,4 +192,26 @@ def test_missing_stats_file_is_named(tmp_path):
     src, _ = write_experiment(tmp_path, original, cfg, False)
     (tmp_path / "exp" / "asr_stats" / "train" / "feats_stats.npz").unlink()
     with pytest.raises(BaseModelImportError, match="elsewhere/feats_stats.npz"):
+        import_base_model(src)
+
+
+def test_training_checkpoint_with_model_entry(tmp_path):
+    """ESPnet2's resumable checkpoint.pth keeps the weights under "model"."""
+    original = our_model(False)
+    src, _ = write_experiment(tmp_path, original, espnet2_config(False, "x.npz"), True)
+    sd = torch.load(src, weights_only=True)
+    resume = src.parent / "checkpoint.pth"
+    torch.save({"model": sd, "optimizers": [{"state": {}, "param_groups": []}]}, resume)
+    result = import_base_model(resume)
+    assert all(
+        torch.equal(result.state_dict[k], v) for k, v in sd.items() if k in result.state_dict
+    )
+    assert result.counts()["converted"] == 3  # mean, istd, units
+
+
+def test_token_list_without_unk_at_1_is_refused(tmp_path):
+    cfg = espnet2_config(False, "x.npz")
+    cfg["token_list"] = ["<blank>", "你", "<unk>", "好", "世", "界", "<sos/eos>"]
+    src, _ = write_experiment(tmp_path, our_model(False), cfg, True)
+    with pytest.raises(BaseModelImportError, match="token_list: must start with <blank> <unk>"):
         import_base_model(src)

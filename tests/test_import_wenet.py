@@ -183,12 +183,14 @@ def test_import_gives_same_log_probs(tmp_path, conformer, input_layer, decoder, 
         ),
         ({"cnn_module_norm": "layer_norm"}, "cnn_module_norm = 'layer_norm'"),
         ({"causal": True}, "causal = True"),
+        ({"static_chunk_size": 16}, "static_chunk_size = 16"),
+        ({"tokenizer": "bpe"}, "tokenizer = 'bpe'"),
     ],
 )
 def test_unsupported_architectures_are_refused(tmp_path, change, needle):
     original = our_model(True, "conv2d")
     cfg = wenet_config(True, "conv2d", "transformer")
-    if "encoder" in change:
+    if "encoder" in change or "tokenizer" in change:
         cfg.update(change)
     else:
         cfg["encoder_conf"].update(change)

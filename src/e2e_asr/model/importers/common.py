@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from e2e_asr.data.units import UnitsError, check_units
 from e2e_asr.model.e2e import E2EModel, build_model
 
 
@@ -112,7 +113,13 @@ def load_torch_file(path: Path) -> Any:
 
 
 def as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """A flat name -> tensor mapping, or an error naming the file."""
+    """A flat name -> tensor mapping, or an error naming the file.
+
+    Trainer snapshots (ESPnet1 `snapshot.ep.N`, ESPnet2 `checkpoint.pth`) keep the weights
+    under "model"; their optimizer and trainer state are not needed.
+    """
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return dict(obj)
     keys = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
@@ -220,6 +227,15 @@ def stats_to_cmvn(
         torch.from_numpy(mean.astype(np.float32)),
         torch.from_numpy((1.0 / np.sqrt(var)).astype(np.float32)),
     )
+
+
+def check_unit_list(units: list[str], where: str) -> list[str]:
+    """The project's unit layout (<blank> 0, <unk> 1, <sos/eos> last, no duplicates)."""
+    try:
+        check_units(units, where)
+    except UnitsError as e:
+        raise BaseModelImportError(str(e)) from e
+    return units
 
 
 def write_report(path: str | os.PathLike, rows: list[ReportRow]) -> None:

@@ -22,6 +22,7 @@ from e2e_asr.model.importers.common import (
     ImportResult,
     ReportRow,
     as_state_dict,
+    check_unit_list,
     find_beside,
     load_torch_file,
     map_state_dict,
@@ -176,8 +177,6 @@ def import_espnet1(
     m = SNAPSHOT_RE.search(src.name)
     if m:
         epoch = int(m.group(1))
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]  # a trainer snapshot: optimizer and trainer state are not needed
     state = as_state_dict(obj, src)
     warnings: list[str] = []
     provided: dict[str, tuple[torch.Tensor, str, str]] = {}
@@ -199,6 +198,7 @@ def import_espnet1(
         warnings.append("mtlalpha = 1: CTC-only model; the attention decoder is untrained")
     state, rows = map_state_dict(state, lambda k: (k, ""), mc, cc, str(src), provided, init)
     units, note = units_from_args(args, odim, where)
+    check_unit_list(units, f"{where}: char_list")
     if note:
         rows.append(ReportRow("converted", "char_list", "units", str(odim), note))
     return ImportResult(

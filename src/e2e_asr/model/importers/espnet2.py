@@ -21,6 +21,7 @@ from e2e_asr.model.importers.common import (
     ImportResult,
     ReportRow,
     as_state_dict,
+    check_unit_list,
     find_beside,
     load_torch_file,
     map_state_dict,
@@ -187,13 +188,15 @@ def read_token_list(cfg: dict[str, Any], config_path: Path) -> list[str]:
         tokens = [t for t in tokens if t]
     if not isinstance(tokens, list) or len(tokens) < 3:
         raise BaseModelImportError(f"{config_path}: no usable token_list")
-    tokens = [str(t) for t in tokens]
-    if tokens[0] != "<blank>" or tokens[-1] != "<sos/eos>":
-        raise BaseModelImportError(
-            f"{config_path}: token_list must start with <blank> and end with <sos/eos> "
-            f"(got {tokens[0]!r} ... {tokens[-1]!r})"
+    token_type = cfg.get("token_type", "char")
+    if token_type != "char":
+        raise unsupported(
+            str(config_path),
+            "token_type",
+            token_type,
+            "char (stage 2 splits transcripts into characters, not subwords)",
         )
-    return tokens
+    return check_unit_list([str(t) for t in tokens], f"{config_path}: token_list")
 
 
 def _stats_file(cfg: dict[str, Any], config_path: Path, model_path: Path) -> Path | None:

@@ -150,6 +150,13 @@ def convert_config(
         ("decoder_conf.activation_type", dec["activation_type"], "relu"),
         ("decoder_conf.layer_norm_type", dec["layer_norm_type"], "layer_norm"),
     ]
+    # A static chunk size makes WeNet mask attention in chunks even in full-utterance decoding
+    checks.append(("encoder_conf.static_chunk_size", enc.get("static_chunk_size", 0), 0))
+    tokenizer = cfg.get("tokenizer", "char")
+    if tokenizer != "char" or (cfg.get("tokenizer_conf") or {}).get("bpe_path"):
+        raise unsupported(
+            where, "tokenizer", tokenizer, "char (stage 2 splits transcripts into characters)"
+        )
     for key in ("query_bias", "key_bias", "value_bias", "mlp_bias"):
         checks.append((f"encoder_conf.{key}", enc[key], True))
     if arch == "conformer":
