@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         q = meta["parity_int8"]
         line += (
             f"; int8 max abs diff {max(q['max_abs_diff'].values()):.2e}, "
-            f"greedy agreement {q['greedy_agreement']:.0%}"
+            f"greedy identical {q['greedy_agreement']:.0%}, token error "
+            f"{q['greedy_token_error']:.2f}%"
         )
     print(line)
     return 0

@@ -118,8 +118,9 @@ def export_package(
             if not int8.lengths_equal:  # but a graph that breaks on other shapes is broken
                 raise ExportError(f"int8 graphs give other output shapes: {int8.cases}")
             log(
-                f"int8 vs PyTorch: max abs diff {int8.to_dict()['max_abs_diff']}, CTC greedy "
-                f"agreement {int8.greedy_agreement:.0%} on random inputs"
+                f"int8 vs PyTorch: max abs diff {int8.to_dict()['max_abs_diff']}; CTC greedy "
+                f"outputs identical for {int8.greedy_agreement:.0%} of the random test inputs, "
+                f"token error {int8.greedy_token_error:.2f}%"
             )
         meta = _metadata(model, payload, feat_cfg, shapes, fp32, int8)
         meta["files"] = {p.name: p.stat().st_size for p in sorted(build.iterdir())}

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from e2e_asr.decode.onnx_scorer import OnnxScorer
+from e2e_asr.decode.scoring import EditStats, edit_stats
 from e2e_asr.decode.search import ctc_greedy
 from e2e_asr.decode.torch_scorer import TorchScorer
 from e2e_asr.model import E2EModel
@@ -39,6 +40,7 @@ class ParityReport:
     max_abs_diff: dict[str, float] = field(default_factory=dict)
     lengths_equal: bool = True
     greedy_agreement: float = 1.0  # fraction of utterances with identical CTC greedy output
+    greedy_token_error: float = 0.0  # % edits of the ONNX greedy output against PyTorch's
     cases: list[str] = field(default_factory=list)
 
     @property
@@ -50,6 +52,7 @@ class ParityReport:
             "max_abs_diff": {k: float(f"{v:.3g}") for k, v in self.max_abs_diff.items()},
             "lengths_equal": self.lengths_equal,
             "greedy_agreement": round(self.greedy_agreement, 4),
+            "greedy_token_error": round(self.greedy_token_error, 3),
             "cases": self.cases,
         }
 
@@ -75,6 +78,7 @@ def compare(model: E2EModel, onnx_scorer: OnnxScorer, seed: int = 0) -> ParityRe
     rng = np.random.default_rng(seed)
     report = ParityReport()
     agree = total = 0
+    edits = EditStats()
     for lengths in ENCODER_CASES:
         feats = _feats(model, lengths, rng)
         lens = np.asarray(lengths, dtype=np.int64)
@@ -91,7 +95,10 @@ def compare(model: E2EModel, onnx_scorer: OnnxScorer, seed: int = 0) -> ParityRe
         t_hyp, o_hyp = ctc_greedy(t_lp, t_lens), ctc_greedy(o_lp, o_lens)
         agree += sum(a == b for a, b in zip(t_hyp, o_hyp, strict=True))
         total += len(t_hyp)
+        for a, b in zip(t_hyp, o_hyp, strict=True):
+            edits.add(edit_stats([str(x) for x in a], [str(x) for x in b]))
     report.greedy_agreement = agree / max(total, 1)
+    report.greedy_token_error = edits.error_rate
     for ys_lengths, frames in DECODER_CASES:
         feats = _feats(model, (frames,), rng)
         enc, enc_lens, _ = torch_scorer.encode(feats, np.array([frames], dtype=np.int64))
