@@ -130,3 +130,17 @@ def test_loss_falls_on_fixed_batch(kw):
         losses.append(float(out["loss"].detach()))
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("kw", ENCODERS[:2], ids=["transformer", "conformer"])
+def test_bf16_autocast_trains(kw):
+    # The trainer's CPU AMP mode: mixed bf16/fp32 operands must not break SDPA masks.
+    model = tiny(**kw)
+    feats, lens = torch.randn(2, 48, 20), torch.tensor([48, 40])
+    ys = torch.tensor([[1, 2, 3], [5, 6, -1]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(feats, lens, ys)
+    out["loss"].backward()
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"]).item()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
