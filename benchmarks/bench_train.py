@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Training throughput of the seed-size model on CPU, and its MFU.
+
+One training step = forward + backward + gradient clipping + Adam update on a batch of
+synthetic utterances of equal length (no padding, so every frame is useful work). Reported:
+
+* input frames/s (feature frames of 10 ms consumed per second of wall time);
+* achieved FLOP/s = analytic model FLOPs per step / step time, where a step costs 3x the
+  forward FLOPs (forward, plus backward for activations and for weights); only matmul-like
+  work is counted (linear layers, convolutions, attention scores and context);
+* MFU = achieved FLOP/s / float32 matmul FLOP/s measured in the same process (best of square
+  matmuls of a few sizes, measured before and after the training steps).
+
+  python benchmarks/bench_train.py --config conf/finetune.yaml --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from e2e_asr.model import build_model
+from e2e_asr.train.config import load_train_config
+from e2e_asr.train.optimizer import build_optimizer
+from e2e_asr.train.scheduler import build_schedule
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def conv_out(n: int) -> int:
+    return (n - 1) // 2  # kernel 3, stride 2, no padding
+
+
+def forward_flops(mc: dict[str, Any], batch: int, frames: int, tokens: int) -> dict[str, float]:
+    """Multiply-accumulate work of one forward pass, x2 for FLOPs, by component."""
+    if mc.get("encoder_type", "transformer") != "transformer":
+        raise SystemExit("bench_train.py counts FLOPs of the Transformer encoder only")
+    if mc["encoder_input_layer"] != "conv2d":
+        raise SystemExit("bench_train.py counts FLOPs of the conv2d (x4) input layer only")
+    d, ff, idim, vocab = (
+        mc["encoder_attention_dim"],
+        mc["encoder_linear_units"],
+        mc["idim"],
+        mc["odim"],
+    )
+    t1, f1 = conv_out(frames), conv_out(idim)
+    t2, f2 = conv_out(t1), conv_out(f1)
+    sub = 2 * (t1 * f1 * d * 9 + t2 * f2 * d * d * 9 + t2 * f2 * d * d)
+    enc_block = 2 * (4 * t2 * d * d + 2 * t2 * t2 * d + 2 * t2 * d * ff)
+    enc = mc["encoder_num_blocks"] * enc_block
+    dd, dff = mc["decoder_attention_dim"], mc["decoder_linear_units"]
+    length = tokens + 1  # <sos> + tokens / tokens + <eos>
+    dec_block = 2 * (
+        4 * length * dd * dd
+        + 2 * length * length * dd  # self-attention
+        + 2 * length * dd * dd
+        + 2 * t2 * d * dd
+        + 2 * length * t2 * dd  # source attention
+        + 2 * length * dd * dff  # feed-forward
+    )
+    dec = mc["decoder_num_block"] * dec_block + 2 * length * vocab + 2 * length * dd * vocab
+    ctc = 2 * t2 * d * vocab
+    parts = {"subsampling": sub, "encoder": enc, "decoder": dec, "ctc": ctc}
+    return {k: float(v * batch) for k, v in parts.items()}
+
+
+def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), reps: int = 5) -> float:
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, b)  # warm-up (thread pool, allocation)
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            best = max(best, 2.0 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config", type=Path, default=REPO / "conf" / "finetune.yaml")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--frames", type=int, default=500, help="frames per utterance (10 ms each)")
+    p.add_argument("--tokens", type=int, default=20, help="tokens per utterance")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    a = p.parse_args()
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    cfg = load_train_config(a.config)
+    mc = cfg["model_config"]
+    torch.manual_seed(0)
+    model = build_model(mc, cfg["criterion_config"]).train()
+    opt = build_optimizer(model, cfg["opti_config"], {})
+    sched = build_schedule(opt, cfg["opti_config"], step=25000)
+    params = [q for q in model.parameters() if q.requires_grad]
+    feats = torch.randn(a.batch_size, a.frames, mc["idim"])
+    lens = torch.full((a.batch_size,), a.frames, dtype=torch.int64)
+    ys = torch.randint(2, mc["odim"] - 1, (a.batch_size, a.tokens))
+
+    peak_before = matmul_peak()
+
+    def step() -> float:
+        out = model(feats, lens, ys)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg["train_config"]["grad_clip"])
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        return float(out["loss"].detach())
+
+    for _ in range(a.warmup):
+        step()
+    times = []
+    for _ in range(a.steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    peak = max(peak_before, matmul_peak())
+    step_s = sum(times) / len(times)
+    parts = forward_flops(mc, a.batch_size, a.frames, a.tokens)
+    flops_step = 3.0 * sum(parts.values())
+    achieved = flops_step / step_s
+    n_params = sum(q.numel() for q in model.parameters())
+    result = {
+        "threads": torch.get_num_threads(),
+        "params_M": round(n_params / 1e6, 2),
+        "batch": f"{a.batch_size} x {a.frames} frames x {mc['idim']} dims, {a.tokens} tokens",
+        "step_s": round(step_s, 3),
+        "step_s_each": [round(t, 3) for t in times],
+        "frames_per_s": round(a.batch_size * a.frames / step_s, 1),
+        "gflop_per_step": round(flops_step / 1e9, 2),
+        "forward_gflop_by_part": {k: round(v / 1e9, 2) for k, v in parts.items()},
+        "achieved_gflops": round(achieved / 1e9, 2),
+        "matmul_peak_gflops": round(peak / 1e9, 2),
+        "mfu": round(achieved / peak, 3),
+    }
+    for k, v in result.items():
+        print(f"{k}: {v}")
+    if a.json is not None:
+        a.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
