@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make_data.py: error: {exc}", file=sys.stderr)
         return 1
     print(report.summary())
-    bad_enc = sum(r.reason == "non_utf8" for r in report.rejects)
-    if bad_enc and bad_enc * 2 >= len(report.rejects) + len(report.accepted):
+    bad_enc = report.rejects["non_utf8"]
+    if bad_enc and bad_enc * 2 >= sum(report.rejects.values()) + report.accepted:
         print(
             "make_data.py: most transcript lines are not UTF-8; if the file is GBK, convert it: "
             "iconv -f GBK -t UTF-8 IN > OUT",

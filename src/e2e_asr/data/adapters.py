@@ -3,6 +3,9 @@
 Three inputs are understood: a folder of audio with a transcript file, an existing Kaldi data
 dir, and a JSON-lines manifest. Adapters only pair keys, audio and raw text; ``validate`` then
 checks audio and text. Every input key comes out of an adapter as a candidate or a reject.
+
+Adapters are generators over a ``KeyStore`` (SQLite on disk), so memory does not grow with the
+corpus; they yield candidates in key order (rejects may come in any order).
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from e2e_asr.data.audio import AUDIO_EXTENSIONS
 from e2e_asr.data.datadir import Segment, iter_lines
+from e2e_asr.data.keystore import KeyStore
 
 _WS_RE = re.compile(r"\s+")
 
@@ -37,17 +41,12 @@ class Reject:
     detail: str = ""
 
     def line(self) -> str:
-        return (
-            f"{self.key}\t{self.reason}: {self.detail}"
-            if self.detail
-            else f"{self.key}\t{self.reason}"
-        )
+        if self.detail:
+            return f"{self.key}\t{self.reason}: {self.detail}"
+        return f"{self.key}\t{self.reason}"
 
 
-@dataclass
-class AdapterResult:
-    candidates: list[Candidate] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
+Item = Candidate | Reject
 
 
 def sanitize_key(key: str) -> str:
@@ -55,14 +54,20 @@ def sanitize_key(key: str) -> str:
     return _WS_RE.sub("_", key.strip())
 
 
-def find_audio(root: str | os.PathLike) -> list[Path]:
-    """Audio files (wav, flac; any case) under ``root``, recursively, sorted."""
+def iter_audio(root: str | os.PathLike) -> Iterator[Path]:
+    """Audio files (wav, flac; any case) under ``root``, recursively, as absolute paths."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"audio directory not found: {root}")
-    return sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
-    )
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.lower().endswith(AUDIO_EXTENSIONS):
+                yield Path(dirpath) / name
+
+
+def find_audio(root: str | os.PathLike) -> list[Path]:
+    return list(iter_audio(root))
 
 
 def path_key(path: Path, root: Path) -> str:
@@ -95,224 +100,274 @@ def detect_transcript_format(path: str | os.PathLike, probe_lines: int = 200) ->
     return "ppasr" if votes and sum(votes) * 2 >= len(votes) else "aishell"
 
 
-def _speaker(key: str, audio: Path, speaker_from: str) -> str:
-    return audio.parent.name if speaker_from == "dir" and audio.parent.name else key
-
-
-def _group_lines(
-    path: Path, key_of: callable
-) -> tuple[dict[str, list[tuple[int, str | None, bytes]]], list[Reject]]:
-    """key -> [(line number, decoded text or None if not UTF-8, raw key field)] in file order."""
-    groups: dict[str, list[tuple[int, str | None, bytes]]] = {}
-    rejects: list[Reject] = []
-    for lineno, raw in iter_lines(path):
-        res = key_of(lineno, raw)
-        if isinstance(res, Reject):
-            rejects.append(res)
-            continue
-        key, text = res
-        groups.setdefault(key, []).append((lineno, text, raw))
-    return groups, rejects
-
-
-def _resolve_group(
-    key: str, lines: list[tuple[int, str | None, bytes]], source: Path
-) -> tuple[str | None, Reject | None]:
-    """The text of a key seen on one good line, or why not."""
-    if len(lines) > 1:
-        nums = ", ".join(str(n) for n, _, _ in lines)
-        return None, Reject(key, "duplicate_key", f"{source} lines {nums}")
-    lineno, text, _ = lines[0]
-    if text is None:
-        return None, Reject(key, "non_utf8", f"{source} line {lineno} is not valid UTF-8")
-    return text, None
-
-
 def _decode_key(raw_key: bytes) -> str:
     return sanitize_key(raw_key.decode("utf-8", "replace"))
 
 
+def _utf8(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+# Grouped view of a "(key, lineno, text, path)" table: one row per key with how often it
+# appears, its first line, all its lines, whether any line was not UTF-8, and its value.
+_GROUP = """CREATE TABLE {g} AS SELECT key, count(*) AS n, min(lineno) AS ln,
+    group_concat(lineno, ', ') AS lns, max(text IS NULL) AS bad, min(text) AS text,
+    min(path) AS path FROM {t} GROUP BY key"""
+
+
+def _lines_table(store: KeyStore, name: str) -> None:
+    store.create(name, "key TEXT, lineno INTEGER, text TEXT, path TEXT")
+
+
+def _group(store: KeyStore, table: str) -> str:
+    g = f"{table}_g"
+    store.db.execute(f"DROP TABLE IF EXISTS {g}")
+    store.db.execute(_GROUP.format(g=g, t=table))
+    store.index(g)
+    return g
+
+
+def _line_problem(key: str, n: int, lns: str, bad: int, ln: int, source: Path) -> Reject | None:
+    """Why a key seen on transcript/table lines cannot be used, or None."""
+    if n > 1:
+        return Reject(key, "duplicate_key", f"{source} lines {lns}")
+    if bad:
+        return Reject(key, "non_utf8", f"{source} line {ln} is not valid UTF-8")
+    return None
+
+
 def from_wav_dir(
-    wav_dir: str | os.PathLike, transcript: str | os.PathLike, speaker_from: str = "utt"
-) -> AdapterResult:
-    """Audio found recursively under ``wav_dir``; transcript format detected automatically."""
+    wav_dir: str | os.PathLike,
+    transcript: str | os.PathLike,
+    store: KeyStore,
+    speaker_from: str = "utt",
+) -> Iterator[Item]:
+    """Audio found recursively under ``wav_dir``; transcript format detected automatically.
+
+    AISHELL lines ``<key> <text>`` pair with the audio file named ``<key>.wav``/``.flac``; PPASR
+    lines ``<path>\\t<text>`` name the file (relative to ``wav_dir``), and the key is that path
+    without extension, '/' replaced by '-'.
+    """
     wav_root, tpath = Path(wav_dir).resolve(), Path(transcript)
     if not tpath.is_file():
         raise FileNotFoundError(f"transcript not found: {tpath}")
-    audio = find_audio(wav_root)
-    fmt = detect_transcript_format(tpath)
-    result = AdapterResult()
+    ppasr = detect_transcript_format(tpath) == "ppasr"
+    _lines_table(store, "lines")
+    store.create("audio", "key TEXT, path TEXT")
 
-    def text_of(raw_text: bytes) -> str | None:
-        try:
-            return raw_text.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
+    def key_of(p: Path) -> str:
+        return path_key(p, wav_root) if ppasr else sanitize_key(p.stem)
 
-    if fmt == "aishell":
-        by_stem: dict[str, list[Path]] = {}
-        for p in audio:
-            by_stem.setdefault(sanitize_key(p.stem), []).append(p)
+    store.insert("audio", ((key_of(p), str(p)) for p in iter_audio(wav_root)))
 
-        def key_of(lineno: int, raw: bytes) -> tuple[str, str | None]:
-            k, t = _split_line(raw, None)
-            return _decode_key(k), text_of(t)
-
-        groups, result.rejects = _group_lines(tpath, key_of)
-        for key, lines in groups.items():
-            text, rej = _resolve_group(key, lines, tpath)
-            paths = by_stem.get(key, [])
-            if rej is None and len(paths) > 1:
-                rej = Reject(key, "duplicate_key", "audio files " + ", ".join(map(str, paths)))
-            if rej is None and not paths:
-                rej = Reject(
-                    key,
-                    "no_audio",
-                    f"{tpath}:{lines[0][0]} has no audio file {key}.wav/.flac under {wav_root}",
-                )
-            if rej is not None:
-                result.rejects.append(rej)
+    def line_rows() -> Iterator[tuple]:
+        for lineno, raw in iter_lines(tpath):
+            if not ppasr:
+                k, t = _split_line(raw, None)
+                yield _decode_key(k), lineno, _utf8(t), None
                 continue
-            result.candidates.append(
-                Candidate(
-                    key,
-                    str(paths[0]),
-                    text,
-                    _speaker(key, paths[0], speaker_from),
-                    f"{tpath}:{lines[0][0]}",
+            if b"\t" not in raw:
+                k, _ = _split_line(raw, None)
+                bad.append(
+                    Reject(
+                        f"{_decode_key(k)}@line{lineno}",
+                        "bad_line",
+                        f"{tpath}:{lineno}: expected '<path>\\t<text>'",
+                    )
                 )
-            )
-        for stem, paths in by_stem.items():
-            if stem not in groups:
-                detail = "no transcript line for " + ", ".join(map(str, paths))
-                result.rejects.append(Reject(stem, "no_transcript", detail))
-        return result
+                continue
+            k, t = _split_line(raw, b"\t")
+            rel = k.decode("utf-8", "replace")
+            p = Path(rel) if os.path.isabs(rel) else wav_root / rel
+            yield path_key(p, wav_root), lineno, _utf8(t), str(p)
 
-    # PPASR: "<path relative to wav_dir>\t<text>"; keys come from the paths.
-    audio_keys = {p.resolve(): path_key(p, wav_root) for p in audio}
-    targets: dict[str, Path] = {}
-
-    def key_of_path(lineno: int, raw: bytes) -> tuple[str, str | None] | Reject:
-        if b"\t" not in raw:
-            k, _ = _split_line(raw, None)
-            return Reject(
-                f"{_decode_key(k)}@line{lineno}",
-                "bad_line",
-                f"{tpath}:{lineno}: expected '<path>\\t<text>'",
-            )
-        k, t = _split_line(raw, b"\t")
-        rel = k.decode("utf-8", "replace")
-        p = Path(rel) if os.path.isabs(rel) else wav_root / rel
-        key = path_key(p, wav_root)
-        targets.setdefault(key, p)
-        return key, text_of(t)
-
-    groups, result.rejects = _group_lines(tpath, key_of_path)
-    claimed: set[Path] = set()
-    for key, lines in groups.items():
-        text, rej = _resolve_group(key, lines, tpath)
-        p = targets[key]
-        if p.is_file():
-            claimed.add(p.resolve())
-        if rej is None and not p.is_file():
-            rej = Reject(key, "no_audio", f"{tpath}:{lines[0][0]}: audio file {p} not found")
-        if rej is not None:
-            result.rejects.append(rej)
+    bad: list[Reject] = []  # malformed lines, reported as they are found
+    for _ in _chunks(line_rows(), store, "lines"):
+        yield from bad
+        bad.clear()
+    yield from bad
+    lg = _group(store, "lines")
+    store.create("audio_g", "key TEXT, n INTEGER, path TEXT, paths TEXT")
+    store.db.execute(
+        "INSERT INTO audio_g SELECT key, count(*), min(path), "
+        "group_concat(path, ', ') FROM audio GROUP BY key"
+    )
+    store.index("audio_g")
+    rows = store.query(
+        f"""SELECT k.key, l.n, l.ln, l.lns, l.bad, l.text, l.path, a.n, a.path, a.paths
+        FROM (SELECT key FROM {lg} UNION SELECT key FROM audio_g) AS k
+        LEFT JOIN {lg} AS l ON l.key = k.key LEFT JOIN audio_g AS a ON a.key = k.key
+        ORDER BY k.key"""
+    )
+    for key, n, ln, lns, is_bad, text, line_path, an, apath, apaths in rows:
+        if n is None:
+            yield Reject(key, "no_transcript", f"no transcript line for {apaths}")
             continue
-        result.candidates.append(
-            Candidate(key, str(p), text, _speaker(key, p, speaker_from), f"{tpath}:{lines[0][0]}")
-        )
-    for resolved, key in audio_keys.items():
-        if resolved not in claimed and key not in groups:
-            result.rejects.append(
-                Reject(key, "no_transcript", f"no transcript line for {resolved}")
+        problem = _line_problem(key, n, lns, is_bad, ln, tpath)
+        if problem is None and ppasr:
+            apath = line_path if Path(line_path).is_file() else None
+            if apath is None:
+                problem = Reject(key, "no_audio", f"{tpath}:{ln}: audio file {line_path} not found")
+        elif problem is None and an is None:
+            problem = Reject(
+                key, "no_audio", f"{tpath}:{ln}: no audio file {key}.wav/.flac under {wav_root}"
             )
-    return result
+        elif problem is None and an > 1:
+            problem = Reject(key, "duplicate_key", f"audio files {apaths}")
+        if problem is not None:
+            yield problem
+            continue
+        spk = Path(apath).parent.name if speaker_from == "dir" else key
+        yield Candidate(key, apath, text, spk or key, f"{tpath}:{ln}")
 
 
-def from_kaldi_dir(data_dir: str | os.PathLike) -> AdapterResult:
-    """An existing Kaldi data dir (``wav.scp``, ``text``, optional ``utt2spk``/``segments``)."""
+def _chunks(rows: Iterator[tuple], store: KeyStore, table: str, size: int = 10000) -> Iterator[int]:
+    """Insert ``rows`` in chunks, yielding between chunks so pending rejects can be emitted."""
+    chunk: list[tuple] = []
+    n = 0
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            store.insert(table, chunk)
+            n += len(chunk)
+            chunk = []
+            yield n
+    store.insert(table, chunk)
+    yield n + len(chunk)
+
+
+def _table_rows(path: Path, parse=None) -> Iterator[tuple]:
+    """``(key, lineno, value or None if not UTF-8, parsed or None)`` for a Kaldi table."""
+    for lineno, raw in iter_lines(path):
+        k, v = _split_line(raw, None)
+        value = _utf8(v)
+        yield _decode_key(k), lineno, value, (parse(value) if parse and value is not None else None)
+
+
+def _parse_segment(value: str) -> str | None:
+    parts = value.split()
+    try:
+        if len(parts) != 3:
+            return None
+        float(parts[1]), float(parts[2])
+    except ValueError:
+        return None
+    return parts[0]
+
+
+def from_kaldi_dir(data_dir: str | os.PathLike, store: KeyStore) -> Iterator[Item]:
+    """An existing Kaldi data dir (``wav.scp``, ``text``, optional ``utt2spk``/``segments``).
+
+    A bad or duplicated ``utt2spk`` line does not lose an utterance: it becomes its own speaker.
+    """
     d = Path(data_dir)
     for name in ("wav.scp", "text"):
         if not (d / name).is_file():
             raise FileNotFoundError(f"{d}: missing {name}")
-    result = AdapterResult()
-
-    def read_table(name: str, report: bool = True) -> dict[str, str]:
-        """Keys seen once on a UTF-8 line; other keys become rejects if ``report``."""
-        path = d / name
-
-        def key_of(lineno: int, raw: bytes) -> tuple[str, str | None]:
-            k, v = _split_line(raw, None)
-            try:
-                return _decode_key(k), v.decode("utf-8")
-            except UnicodeDecodeError:
-                return _decode_key(k), None
-
-        groups, rejects = _group_lines(path, key_of)
-        table = {}
-        for key, lines in groups.items():
-            value, rej = _resolve_group(key, lines, path)
-            if rej is not None:
-                rejects.append(rej)
-            else:
-                table[key] = value
-        if report:
-            result.rejects.extend(rejects)
-        return table
-
-    wavs = read_table("wav.scp")
-    texts = read_table("text")
-    # A bad utt2spk line does not lose an utterance: it falls back to its own speaker id.
-    utt2spk = read_table("utt2spk", report=False) if (d / "utt2spk").is_file() else {}
-    segments: dict[str, Segment] | None = None
-    if (d / "segments").is_file():
-        segments = {}
-        for utt, value in read_table("segments").items():
-            parts = value.split()
-            try:
-                segments[utt] = Segment(parts[0], float(parts[1]), float(parts[2]))
-            except (IndexError, ValueError):
-                result.rejects.append(Reject(utt, "bad_line", f"{d / 'segments'}: {value!r}"))
-    rejected = {r.key for r in result.rejects}
-    used_recordings: set[str] = set()
-    utt_keys = set(texts) | (set(segments) if segments is not None else set(wavs))
-    for utt in sorted(utt_keys - rejected):
-        if segments is not None:
-            seg = segments.get(utt)
-            if seg is None:
-                result.rejects.append(
-                    Reject(utt, "no_audio", f"{d / 'segments'} has no line for {utt}")
-                )
+    tables = {"wav": d / "wav.scp", "txt": d / "text", "spk": d / "utt2spk", "seg": d / "segments"}
+    for name, path in tables.items():
+        _lines_table(store, name)
+        if path.is_file():
+            # "path" holds the parsed recording id for segments
+            parse = _parse_segment if name == "seg" else None
+            store.insert(name, _table_rows(path, parse))
+    wg, tg, sg = _group(store, "wav"), _group(store, "txt"), _group(store, "spk")
+    segmented = tables["seg"].is_file()
+    if not segmented:
+        rows = store.query(
+            f"""SELECT k.key, t.n, t.ln, t.lns, t.bad, t.text, w.n, w.ln, w.lns, w.bad, w.text,
+            s.n, s.text FROM (SELECT key FROM {tg} UNION SELECT key FROM {wg}) AS k
+            LEFT JOIN {tg} AS t ON t.key = k.key LEFT JOIN {wg} AS w ON w.key = k.key
+            LEFT JOIN {sg} AS s ON s.key = k.key ORDER BY k.key"""
+        )
+        for key, tn, tln, tlns, tbad, text, wn, wln, wlns, wbad, wav, sn, spk in rows:
+            problem = None
+            if tn is not None:
+                problem = _line_problem(key, tn, tlns, tbad, tln, tables["txt"])
+            if problem is None and wn is not None:
+                problem = _line_problem(key, wn, wlns, wbad, wln, tables["wav"])
+            if problem is None and tn is None:
+                problem = Reject(key, "no_transcript", f"{tables['txt']} has no line for {key}")
+            if problem is None and wn is None:
+                problem = Reject(key, "no_audio", f"{tables['wav']} has no entry {key}")
+            if problem is not None:
+                yield problem
                 continue
-            used_recordings.add(seg.recording)
-            rec = seg.recording
-        else:
-            seg, rec = None, utt
-        if utt not in texts:
-            result.rejects.append(
-                Reject(utt, "no_transcript", f"{d / 'text'} has no line for {utt}")
-            )
-        elif rec not in wavs:
-            result.rejects.append(Reject(utt, "no_audio", f"{d / 'wav.scp'} has no entry {rec}"))
-        else:
-            result.candidates.append(
-                Candidate(
-                    utt,
-                    wavs[rec],
-                    texts[utt],
-                    sanitize_key(utt2spk.get(utt, utt)) or utt,
-                    f"{d / 'text'}",
-                    seg,
-                )
-            )
-    if segments is not None:
-        for rec in sorted(set(wavs) - used_recordings - rejected):
-            result.rejects.append(Reject(rec, "no_transcript", f"recording {rec} has no segments"))
-    return result
+            spk = spk if sn == 1 and spk else key
+            yield Candidate(key, wav, text, sanitize_key(spk), f"{tables['txt']}:{tln}")
+        return
+
+    gg = _group(store, "seg")
+    store.index(gg, "path")
+    rows = store.query(
+        f"""SELECT k.key, t.n, t.ln, t.lns, t.bad, t.text, g.n, g.ln, g.lns, g.bad, g.text,
+        g.path, w.n, w.bad, w.text, s.n, s.text
+        FROM (SELECT key FROM {tg} UNION SELECT key FROM {gg}) AS k
+        LEFT JOIN {tg} AS t ON t.key = k.key LEFT JOIN {gg} AS g ON g.key = k.key
+        LEFT JOIN {wg} AS w ON w.key = g.path LEFT JOIN {sg} AS s ON s.key = k.key
+        ORDER BY k.key"""
+    )
+    for (
+        key,
+        tn,
+        tln,
+        tlns,
+        tbad,
+        text,
+        gn,
+        gln,
+        glns,
+        gbad,
+        gval,
+        rec,
+        wn,
+        wbad,
+        wav,
+        sn,
+        spk,
+    ) in rows:
+        problem = None
+        if tn is not None:
+            problem = _line_problem(key, tn, tlns, tbad, tln, tables["txt"])
+        if problem is None and gn is not None:
+            problem = _line_problem(key, gn, glns, gbad, gln, tables["seg"])
+        if problem is None and gn is not None and rec is None:
+            problem = Reject(key, "bad_line", f"{tables['seg']}:{gln}: {gval!r}")
+        if problem is None and gn is None:
+            problem = Reject(key, "no_audio", f"{tables['seg']} has no line for {key}")
+        if problem is None and tn is None:
+            problem = Reject(key, "no_transcript", f"{tables['txt']} has no line for {key}")
+        if problem is None and (wn is None or wn > 1 or wbad):
+            problem = Reject(key, "no_audio", f"{tables['wav']} has no usable entry {rec}")
+        if problem is not None:
+            yield problem
+            continue
+        _, start, end = gval.split()
+        spk = spk if sn == 1 and spk else key
+        yield Candidate(
+            key,
+            wav,
+            text,
+            sanitize_key(spk),
+            f"{tables['txt']}:{tln}",
+            Segment(rec, float(start), float(end)),
+        )
+    # Recordings: bad/duplicated lines, or never used by a segment.
+    for key, n, ln, lns, is_bad, used in store.query(
+        f"""SELECT w.key, w.n, w.ln, w.lns, w.bad,
+            EXISTS (SELECT 1 FROM {gg} AS g WHERE g.path = w.key) FROM {wg} AS w"""
+    ):
+        problem = _line_problem(key, n, lns, is_bad, ln, tables["wav"])
+        if problem is None and not used:
+            problem = Reject(key, "no_transcript", f"recording {key} has no segments")
+        if problem is not None:
+            yield problem
 
 
-def from_manifest(manifest: str | os.PathLike) -> AdapterResult:
+def from_manifest(manifest: str | os.PathLike, store: KeyStore) -> Iterator[Item]:
     """JSON lines with ``audio_filepath``, ``text`` and optional ``duration`` (ignored: measured).
 
     The key is the audio path relative to the manifest's folder without extension ('/' → '-'),
@@ -322,47 +377,44 @@ def from_manifest(manifest: str | os.PathLike) -> AdapterResult:
     if not mpath.is_file():
         raise FileNotFoundError(f"manifest not found: {mpath}")
     root = mpath.parent.resolve()
-    paths: dict[str, Path] = {}
+    bad: list[Reject] = []
 
-    def key_of(lineno: int, raw: bytes) -> tuple[str, str | None] | Reject:
-        bad_key = f"{mpath.name}@line{lineno}"
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return Reject(bad_key, "non_utf8", f"{mpath} line {lineno} is not valid UTF-8")
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            return Reject(bad_key, "bad_line", f"{mpath}:{lineno}: invalid JSON ({exc.msg})")
-        if not isinstance(obj, dict) or not isinstance(obj.get("audio_filepath"), str):
-            return Reject(bad_key, "bad_line", f"{mpath}:{lineno}: no 'audio_filepath' string")
-        ap = obj["audio_filepath"]
-        p = Path(ap) if os.path.isabs(ap) else root / ap
-        key = path_key(p, root)
-        paths.setdefault(key, p)
-        text = obj.get("text")
-        return key, (text if isinstance(text, str) else "")
+    def rows() -> Iterator[tuple]:
+        for lineno, raw in iter_lines(mpath):
+            bad_key = f"{mpath.name}@line{lineno}"
+            line = _utf8(raw)
+            if line is None:
+                bad.append(Reject(bad_key, "non_utf8", f"{mpath} line {lineno} is not valid UTF-8"))
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                bad.append(
+                    Reject(bad_key, "bad_line", f"{mpath}:{lineno}: invalid JSON ({exc.msg})")
+                )
+                continue
+            if not isinstance(obj, dict) or not isinstance(obj.get("audio_filepath"), str):
+                bad.append(
+                    Reject(bad_key, "bad_line", f"{mpath}:{lineno}: no 'audio_filepath' string")
+                )
+                continue
+            ap = obj["audio_filepath"]
+            p = Path(ap) if os.path.isabs(ap) else root / ap
+            text = obj.get("text")
+            yield path_key(p, root), lineno, text if isinstance(text, str) else "", str(p)
 
-    groups, rejects = _group_lines(mpath, key_of)
-    result = AdapterResult(rejects=rejects)
-    for key, lines in groups.items():
-        text, rej = _resolve_group(key, lines, mpath)
-        if rej is None and not paths[key].is_file():
-            rej = Reject(
-                key, "no_audio", f"{mpath}:{lines[0][0]}: audio file {paths[key]} not found"
-            )
-        if rej is not None:
-            result.rejects.append(rej)
+    _lines_table(store, "man")
+    for _ in _chunks(rows(), store, "man"):
+        yield from bad
+        bad.clear()
+    g = _group(store, "man")
+    for key, n, ln, lns, is_bad, text, path in store.query(
+        f"SELECT key, n, ln, lns, bad, text, path FROM {g} ORDER BY key"
+    ):
+        problem = _line_problem(key, n, lns, is_bad, ln, mpath)
+        if problem is None and not Path(path).is_file():
+            problem = Reject(key, "no_audio", f"{mpath}:{ln}: audio file {path} not found")
+        if problem is not None:
+            yield problem
         else:
-            result.candidates.append(
-                Candidate(key, str(paths[key]), text, key, f"{mpath}:{lines[0][0]}")
-            )
-    return result
-
-
-def dedupe_rejects(rejects: Iterable[Reject]) -> list[Reject]:
-    """One line per key (the first reason found wins), sorted by key."""
-    seen: dict[str, Reject] = {}
-    for r in rejects:
-        seen.setdefault(r.key, r)
-    return [seen[k] for k in sorted(seen)]
+            yield Candidate(key, path, text, key, f"{mpath}:{ln}")

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2e_asr.data.io import atomic_write_lines
+from e2e_asr.data.io import atomic_open, atomic_write_lines
+from e2e_asr.data.keystore import KeyStore
 
 
 class DataDirError(ValueError):
@@ -78,34 +79,108 @@ def read_segments(path: str | os.PathLike) -> dict[str, Segment]:
     return out
 
 
+class DataDirWriter:
+    """Streams utterances, given in increasing key order, into a sorted data dir.
+
+    ``spk2utt`` (sorted by speaker) and, with segments, ``wav.scp`` (sorted by recording) are
+    gathered in a ``KeyStore`` on disk and written on ``close``, so memory stays flat.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, segmented: bool, store: KeyStore) -> None:
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.segmented = segmented
+        self.store = store
+        store.create("w_spk", "spk TEXT, utt TEXT")
+        store.create("w_rec", "rec TEXT PRIMARY KEY, wav TEXT")
+        names = ["text", "utt2spk", "utt2dur", "segments" if segmented else "wav.scp"]
+        self._ctx = {n: atomic_open(self.out / n, "w") for n in names}
+        self._fh = {n: c.__enter__() for n, c in self._ctx.items()}
+        self._last = ""
+        self._missing_dur = False
+        self._spk_rows: list[tuple[str, str]] = []
+        self.count = 0
+
+    def add(self, u: Utterance) -> None:
+        if u.utt <= self._last and self.count:
+            raise ValueError(f"utterances out of order: {u.utt!r} after {self._last!r}")
+        self._last = u.utt
+        fh = self._fh
+        if self.segmented:
+            if u.segment is None:
+                raise ValueError(
+                    f"{u.utt}: a segmented data dir needs a segment for every utterance"
+                )
+            seg = u.segment
+            fh["segments"].write(f"{u.utt} {seg.recording} {seg.start:.3f} {seg.end:.3f}\n")
+            self.store.db.execute(
+                "INSERT OR IGNORE INTO w_rec VALUES (?, ?)", (seg.recording, u.wav)
+            )
+        else:
+            fh["wav.scp"].write(f"{u.utt} {u.wav}\n")
+        fh["text"].write(f"{u.utt} {u.text}\n")
+        fh["utt2spk"].write(f"{u.utt} {u.spk}\n")
+        if u.duration is None:
+            self._missing_dur = True
+        else:
+            fh["utt2dur"].write(f"{u.utt} {u.duration:.3f}\n")
+        self._spk_rows.append((u.spk, u.utt))
+        if len(self._spk_rows) >= 10000:
+            self.store.insert("w_spk", self._spk_rows)
+            self._spk_rows = []
+        self.count += 1
+
+    def close(self) -> None:
+        self.store.insert("w_spk", self._spk_rows)
+        for c in self._ctx.values():
+            c.__exit__(None, None, None)
+        if self._missing_dur:
+            (self.out / "utt2dur").unlink()
+        if not self.segmented and (self.out / "segments").exists():
+            (self.out / "segments").unlink()
+        if self.segmented:
+            atomic_write_lines(
+                self.out / "wav.scp",
+                (
+                    f"{r} {w}"
+                    for r, w in self.store.query("SELECT rec, wav FROM w_rec ORDER BY rec")
+                ),
+            )
+
+        def spk2utt() -> Iterator[str]:
+            cur, utts = None, []
+            for spk, utt in self.store.query("SELECT spk, utt FROM w_spk ORDER BY spk, utt"):
+                if spk != cur and cur is not None:
+                    yield f"{cur} {' '.join(utts)}"
+                    utts = []
+                cur = spk
+                utts.append(utt)
+            if cur is not None:
+                yield f"{cur} {' '.join(utts)}"
+
+        atomic_write_lines(self.out / "spk2utt", spk2utt())
+
+    def abort(self, exc: BaseException) -> None:
+        for c in self._ctx.values():
+            c.__exit__(type(exc), exc, None)
+
+    def __enter__(self) -> DataDirWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self.abort(exc)
+
+
 def write_data_dir(out_dir: str | os.PathLike, utts: Iterable[Utterance]) -> int:
-    """Write a sorted data dir; returns the number of utterances."""
-    out = Path(out_dir)
+    """Write a sorted data dir from utterances in any order; returns their number."""
     items = sorted(utts, key=lambda u: u.utt)
-    with_segments = any(u.segment is not None for u in items)
-    if with_segments:
-        recs = {u.segment.recording: u.wav for u in items if u.segment is not None}
-        atomic_write_lines(out / "wav.scp", (f"{r} {recs[r]}" for r in sorted(recs)))
-        atomic_write_lines(
-            out / "segments",
-            (
-                f"{u.utt} {u.segment.recording} {u.segment.start:.3f} {u.segment.end:.3f}"
-                for u in items
-                if u.segment is not None
-            ),
-        )
-    else:
-        atomic_write_lines(out / "wav.scp", (f"{u.utt} {u.wav}" for u in items))
-        if (out / "segments").exists():
-            (out / "segments").unlink()
-    atomic_write_lines(out / "text", (f"{u.utt} {u.text}" for u in items))
-    atomic_write_lines(out / "utt2spk", (f"{u.utt} {u.spk}" for u in items))
-    spk2utt: dict[str, list[str]] = {}
-    for u in items:
-        spk2utt.setdefault(u.spk, []).append(u.utt)
-    atomic_write_lines(out / "spk2utt", (f"{s} {' '.join(spk2utt[s])}" for s in sorted(spk2utt)))
-    if all(u.duration is not None for u in items):
-        atomic_write_lines(out / "utt2dur", (f"{u.utt} {u.duration:.3f}" for u in items))
+    segmented = any(u.segment is not None for u in items)
+    with KeyStore(out_dir) as store, DataDirWriter(out_dir, segmented, store) as w:
+        for u in items:
+            w.add(u)
     return len(items)
 
 

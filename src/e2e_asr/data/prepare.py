@@ -5,15 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from e2e_asr.data.adapters import (
-    AdapterResult,
-    dedupe_rejects,
-    from_kaldi_dir,
-    from_manifest,
-    from_wav_dir,
-)
-from e2e_asr.data.datadir import write_data_dir
+from e2e_asr.data.adapters import Reject, from_kaldi_dir, from_manifest, from_wav_dir
+from e2e_asr.data.datadir import DataDirWriter
 from e2e_asr.data.io import atomic_write_lines, atomic_write_text
+from e2e_asr.data.keystore import KeyStore
 from e2e_asr.data.validate import DataConfig, ValidationReport, validate
 
 
@@ -27,25 +22,51 @@ def make_data_dir(
     config: DataConfig | None = None,
     speaker_from: str = "utt",
 ) -> ValidationReport:
-    """Run one adapter, validate, write the data dir and ``rejects.tsv``; returns the report."""
+    """Run one adapter, validate, write the data dir and ``rejects.tsv``; returns the report.
+
+    Streaming throughout: keys are paired and sorted in an on-disk SQLite file.
+    """
     cfg = config or DataConfig()
-    if wav_dir is not None or transcript is not None:
-        if wav_dir is None or transcript is None:
-            raise ValueError("--wav-dir and --transcript go together")
-        found: AdapterResult = from_wav_dir(wav_dir, transcript, speaker_from)
-    elif kaldi_dir is not None:
-        found = from_kaldi_dir(kaldi_dir)
-    elif manifest is not None:
-        found = from_manifest(manifest)
-    else:
-        raise ValueError("give --wav-dir/--transcript, --kaldi-dir or --manifest")
-    # Sorting by recording keeps a recording's segments together for the probe cache.
-    cands = sorted(found.candidates, key=lambda c: (c.wav, c.key))
-    report = validate(cands, cfg)
-    report.rejects = dedupe_rejects([*found.rejects, *report.rejects])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_data_dir(out, report.accepted)
-    atomic_write_lines(out / "rejects.tsv", (r.line() for r in report.rejects))
+    report = ValidationReport()
+    with KeyStore(out) as store:
+        segmented = False
+        if wav_dir is not None or transcript is not None:
+            if wav_dir is None or transcript is None:
+                raise ValueError("--wav-dir and --transcript go together")
+            items = from_wav_dir(wav_dir, transcript, store, speaker_from)
+        elif kaldi_dir is not None:
+            items = from_kaldi_dir(kaldi_dir, store)
+            segmented = (Path(kaldi_dir) / "segments").is_file()
+        elif manifest is not None:
+            items = from_manifest(manifest, store)
+        else:
+            raise ValueError("give --wav-dir/--transcript, --kaldi-dir or --manifest")
+        store.create("rej", "key TEXT, seq INTEGER, line TEXT, reason TEXT")
+        pending: list[tuple] = []
+        seq = 0
+        with DataDirWriter(out, segmented, store) as writer:
+            for item in validate(items, cfg, report.converted):
+                if isinstance(item, Reject):
+                    pending.append((item.key, seq, item.line(), item.reason))
+                    seq += 1
+                    if len(pending) >= 10000:
+                        store.insert("rej", pending)
+                        pending = []
+                else:
+                    writer.add(item)
+            store.insert("rej", pending)
+            report.accepted = writer.count
+
+        def reject_lines():
+            # one line per key, the first reason found, sorted by key
+            for line, reason, _ in store.query(
+                "SELECT line, reason, min(seq) FROM rej GROUP BY key ORDER BY key"
+            ):
+                report.rejects[reason] += 1
+                yield line
+
+        atomic_write_lines(out / "rejects.tsv", reject_lines())
     atomic_write_text(out / "summary.txt", report.summary() + "\n")
     return report

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
-from collections.abc import Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 
 import yaml
@@ -60,14 +60,13 @@ class DataConfig:
 
 @dataclass
 class ValidationReport:
-    accepted: list[Utterance] = field(default_factory=list)
-    rejects: list[Reject] = field(default_factory=list)
-    converted: Counter = field(default_factory=Counter)  # "resampled", "downmixed"
+    accepted: int = 0
+    rejects: Counter = field(default_factory=Counter)  # reason -> count
+    converted: Counter = field(default_factory=Counter)  # "resampled from …" -> count
 
     def summary(self) -> str:
-        counts = Counter(r.reason for r in self.rejects)
-        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-        line = f"{len(self.accepted)} accepted, {len(self.rejects)} rejected"
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.rejects.items()))
+        line = f"{self.accepted} accepted, {sum(self.rejects.values())} rejected"
         if reasons:
             line += f" ({reasons})"
         if self.converted:
@@ -76,62 +75,59 @@ class ValidationReport:
         return line
 
 
-def validate(candidates: Iterable[Candidate], cfg: DataConfig) -> ValidationReport:
-    """Check each candidate; accepted ones become utterances with normalised text."""
-    report = ValidationReport()
-    probe_cache: dict[str, AudioInfo | AudioError] = {}  # segments share a recording
-    for c in candidates:
+def validate(
+    items: Iterable[Candidate | Reject], cfg: DataConfig, converted: Counter
+) -> Iterator[Utterance | Reject]:
+    """Check each candidate (rejects pass through); accepted ones become utterances with
+    normalised text, in the order they came. Conversions are counted in ``converted``."""
+    probes: OrderedDict[str, AudioInfo | AudioError] = OrderedDict()  # segments share audio
+    for c in items:
+        if isinstance(c, Reject):
+            yield c
+            continue
         text = normalize(c.text, **asdict(cfg.text))
         if not text:
-            report.rejects.append(
-                Reject(c.key, "empty_text", f"{c.where}: no text after normalisation")
-            )
+            yield Reject(c.key, "empty_text", f"{c.where}: no text after normalisation")
             continue
-        info = probe_cache.get(c.wav)
+        info = probes.get(c.wav)
         if info is None:
             try:
                 info = probe_audio(c.wav)
             except AudioError as exc:
                 info = exc
             if c.segment is not None:
-                probe_cache.clear()  # keep only the current recording
-                probe_cache[c.wav] = info
+                probes[c.wav] = info
+                if len(probes) > 8:
+                    probes.popitem(last=False)
         if isinstance(info, AudioError):
-            report.rejects.append(Reject(c.key, info.reason, info.message))
+            yield Reject(c.key, info.reason, info.message)
             continue
         duration = info.duration
         if c.segment is not None:
             end = info.duration if c.segment.end < 0 else c.segment.end
             if c.segment.start < 0 or end <= c.segment.start or end > info.duration + 0.01:
-                report.rejects.append(
-                    Reject(
-                        c.key,
-                        "segment_out_of_range",
-                        f"{c.segment.start}-{c.segment.end}s of a {info.duration:.3f}s recording",
-                    )
+                yield Reject(
+                    c.key,
+                    "segment_out_of_range",
+                    f"{c.segment.start}-{c.segment.end}s of a {info.duration:.3f}s recording",
                 )
                 continue
             duration = end - c.segment.start
         if duration < cfg.min_duration:
-            report.rejects.append(
-                Reject(c.key, "too_short", f"{duration:.3f}s < {cfg.min_duration}s")
-            )
+            yield Reject(c.key, "too_short", f"{duration:.3f}s < {cfg.min_duration}s")
             continue
         if duration > cfg.max_duration:
-            report.rejects.append(
-                Reject(c.key, "too_long", f"{duration:.3f}s > {cfg.max_duration}s")
-            )
+            yield Reject(c.key, "too_long", f"{duration:.3f}s > {cfg.max_duration}s")
             continue
         wav = c.wav
         if info.sample_rate != cfg.sample_rate or info.channels != 1:
             try:
                 wav = conversion_command(c.wav, cfg.sample_rate)
             except AudioError as exc:
-                report.rejects.append(Reject(c.key, exc.reason, exc.message))
+                yield Reject(c.key, exc.reason, exc.message)
                 continue
             if info.sample_rate != cfg.sample_rate:
-                report.converted[f"resampled from {info.sample_rate} Hz"] += 1
+                converted[f"resampled from {info.sample_rate} Hz"] += 1
             if info.channels != 1:
-                report.converted[f"downmixed from {info.channels} channels"] += 1
-        report.accepted.append(Utterance(c.key, wav, text, c.spk, c.segment, round(duration, 3)))
-    return report
+                converted[f"downmixed from {info.channels} channels"] += 1
+        yield Utterance(c.key, wav, text, c.spk, c.segment, round(duration, 3))
