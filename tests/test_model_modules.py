@@ -169,3 +169,17 @@ def test_cmvn_applied_in_encode():
     assert torch.allclose(raw, normed, atol=1e-5)
     with pytest.raises(ValueError, match="does not match feature dim"):
         model.set_cmvn(torch.zeros(21), torch.ones(21))
+
+
+def test_conv_module_matches_conv1d_layout():
+    # Pointwise convs run as matmuls; results must equal the Conv1d layout ESPnet weights
+    # were trained with.
+    from e2e_asr.model.convolution import ConvolutionModule
+
+    torch.manual_seed(0)
+    m = ConvolutionModule(16, 5).eval()
+    x = torch.randn(2, 30, 16)
+    h = torch.nn.functional.glu(m.pointwise_conv1(x.transpose(1, 2)), dim=1)
+    ref = m.pointwise_conv2(m.activation(m.norm(m.depthwise_conv(h)))).transpose(1, 2)
+    out = m(x, torch.ones(2, 30, dtype=torch.bool))
+    assert torch.allclose(out, ref, atol=1e-6)
