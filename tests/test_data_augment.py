@@ -74,7 +74,7 @@ resample: {{prob: 1.0, new_sample_rate: [8000]}}
     assert spec[len(spec) // 2 + 50 :].sum() < 0.02 * spec.sum()
     assert (out / "rejects.tsv").read_text() == "bad\tempty_audio: x\n"
     first = {p.name: p.read_bytes() for p in (out / "wav").iterdir()}
-    res = run_step("augment_data.py", "--data-dir", src, "--out-dir", out, "--config", cfg)
+    augment_data_dir(src, out, AugmentConfig.from_yaml(cfg))  # in-process: no second startup
     assert {p.name: p.read_bytes() for p in (out / "wav").iterdir()} == first  # seeded per key
 
 

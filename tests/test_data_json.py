@@ -16,6 +16,7 @@ from e2e_asr.data.cmvn import read_cmvn
 from e2e_asr.data.datadir import Utterance, write_data_dir
 from e2e_asr.data.espnet_json import read_utts
 from e2e_asr.data.features import FeatureConfig
+from e2e_asr.data.jsonprep import JsonPrepError, load_base_model_info, prepare_json
 from e2e_asr.data.split import base_key, dev_keys
 from e2e_asr.data.units import read_units
 
@@ -158,8 +159,8 @@ def test_cmvn_is_kaldi_global_stats_of_train(corpus: Path, tmp_path: Path) -> No
         corpus,
         "--out-dir",
         out,
-        "--base-model",
-        _ckpt(tmp_path / "b.pt"),
+        "--units",
+        _units_file(tmp_path),
         "--json-nj",
         "1",
         "--num-utt-percent",
@@ -255,22 +256,11 @@ def test_split_is_deterministic_and_ignores_copies() -> None:
 
 def test_mismatched_base_model_features_fail_early(corpus: Path, tmp_path: Path) -> None:
     fb = FeatureConfig.from_yaml(REPO / "conf" / "fbank.yaml").to_dict()
+    units, model_feats = load_base_model_info(_ckpt(tmp_path / "b.pt", feature_config=fb))
+    assert units == BASE_UNITS and model_feats == fb
     out = tmp_path / "json"
-    res = run_step(
-        "make_json.py",
-        "--data-dir",
-        corpus,
-        "--out-dir",
-        out,
-        "--base-model",
-        _ckpt(tmp_path / "b.pt", feature_config=fb),
-        "--json-nj",
-        "1",
-        "--num-utt-percent",
-        "4",
-    )
-    assert res.returncode == 1
-    assert "type: data 'mfcc_hires' vs model 'fbank'" in res.stderr
+    with pytest.raises(JsonPrepError, match="type: data 'mfcc_hires' vs model 'fbank'"):
+        prepare_json(corpus, out, units, 1, 4, model_feature_config=model_feats)
     assert not out.exists()
 
 

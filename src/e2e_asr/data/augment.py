@@ -237,6 +237,19 @@ def augment_data_dir(
     src, out = Path(in_dir), Path(out_dir)
     if src.resolve() == out.resolve():
         raise ValueError("--out-dir must differ from --data-dir")
+    import torch
+
+    # torch's resampling kernels round differently with other thread counts; one thread
+    # makes a re-run byte-identical wherever it runs.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _augment(src, out, cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _augment(src: Path, out: Path, cfg: AugmentConfig) -> dict[str, int]:
     aug = Augmenter(cfg)
     sr = cfg.sample_rate
     counts: Counter = Counter()
