@@ -113,6 +113,16 @@ def test_accuracy_counts_eos_and_ignores_padding():
         assert float(model(feats, lens, ys)["acc"]) == pytest.approx(expected)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny ops gain nothing from a second thread, and on a shared machine every op would
+    # wait for the slower of two threads.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("kw", ENCODERS[:2], ids=["transformer", "conformer"])
 def test_loss_falls_on_fixed_batch(kw):
     model = tiny(**kw)

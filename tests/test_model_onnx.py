@@ -35,6 +35,14 @@ def tiny(**kw):
     return model.eval()
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class EncoderCTC(nn.Module):
     def __init__(self, model):
         super().__init__()
@@ -65,7 +73,9 @@ def export(module, args, names, outputs, dynamic, path):
         opset_version=17,
         dynamo=False,
     )
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # tiny graphs; a second thread only waits on a busy box
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.parametrize(
