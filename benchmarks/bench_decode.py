@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Decoding speed (RTF) of the seed-size model on one thread: PyTorch, ORT fp32, ORT int8,
+each with CTC prefix beam search and with attention rescoring, next to a lower bound from
+the encoder's FLOPs and this machine's matmul speed measured in the same run.
+
+  benchmarks/bench_decode.py [--utts 3] [--seconds 10] [--work-dir DIR] [--threads 1]
+
+The model has random weights (seed config: 14x320 encoder, 8 heads, FF 2048, 7 decoder
+blocks with 4 heads, 5720 units, conv2d input, 40-dim features). A random CTC layer is
+almost uniform and would emit a token on nearly every frame; its blank bias is raised until
+greedy output has about 4.5 tokens per second, a Mandarin speaking rate, so that the search
+and rescoring do realistic amounts of work. Inputs are random features with the model's
+CMVN statistics; feature extraction is timed separately (it is the same for every backend).
+RTF = decode time / audio time, batch 1, model loading excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SEED_MODEL = dict(
+    idim=40,
+    odim=5720,
+    encoder_attention_dim=320,
+    encoder_attention_heads=8,
+    encoder_linear_units=2048,
+    encoder_num_blocks=14,
+    encoder_input_layer="conv2d",
+    decoder_attention_dim=320,
+    decoder_attention_heads=4,
+    decoder_linear_units=2048,
+    decoder_num_block=7,
+)
+TOKENS_PER_SECOND = 4.5
+FRAMES_PER_SECOND = 100
+
+
+def encoder_flops(frames: int, mc: dict) -> float:
+    """Multiply-adds x 2 of conv2d subsampling, the encoder blocks and the CTC projection."""
+    d, ff, D, V = mc["encoder_attention_dim"], mc["encoder_linear_units"], mc["idim"], mc["odim"]
+    t1, f1 = (frames - 1) // 2, (D - 1) // 2
+    t2, f2 = (t1 - 1) // 2, (f1 - 1) // 2
+    macs = t1 * f1 * d * 9  # conv 1 (one input channel)
+    macs += t2 * f2 * d * d * 9  # conv 2
+    macs += t2 * (d * f2) * d  # linear to d
+    per_block = 4 * t2 * d * d + 2 * t2 * t2 * d + 2 * t2 * d * ff
+    macs += mc["encoder_num_blocks"] * per_block
+    macs += t2 * d * V  # CTC
+    return 2.0 * macs
+
+
+def matmul_gflops(seconds: float = 1.0) -> float:
+    """fp32 GFLOP/s of encoder-shaped matmuls (250 x 320 by 320 x 2048) on this thread."""
+    a, b = torch.randn(250, 320), torch.randn(320, 2048)
+    for _ in range(5):
+        a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(20):
+            a @ b
+        n += 20
+    return n * 2 * 250 * 320 * 2048 / (time.perf_counter() - t0) / 1e9
+
+
+def build_package(work: Path, log) -> Path:
+    from e2e_asr.decode.search import ctc_greedy
+    from e2e_asr.export.package import export_package
+    from e2e_asr.model import build_model
+    from e2e_asr.model.checkpoint import save_checkpoint
+
+    export = work / "export"
+    if (export / "metadata.json").is_file():
+        log(f"reusing {export}")
+        return export
+    torch.manual_seed(0)
+    model = build_model(SEED_MODEL, {"rate": 0.3}).eval()
+    rng = np.random.default_rng(0)
+    mean, istd = _cmvn(0)
+    model.set_cmvn(torch.from_numpy(mean), torch.from_numpy(istd))
+    # calibrate the blank bias (bisection) for ~TOKENS_PER_SECOND greedy tokens
+    feats = torch.from_numpy(_feats(rng, mean, istd, 10 * FRAMES_PER_SECOND)[None])
+    with torch.no_grad():
+        enc, lens = model.encode(feats, torch.tensor([feats.shape[1]]))
+        lo, hi = 0.0, 50.0
+        for _ in range(20):
+            mid = (lo + hi) / 2
+            model.ctc.ctc_lo.bias[0] = mid
+            n = len(ctc_greedy(model.ctc_log_probs(enc), lens)[0])
+            lo, hi = (mid, hi) if n > TOKENS_PER_SECOND * 10 else (lo, mid)
+    log(f"blank bias {model.ctc.ctc_lo.bias[0].item():.2f}: {n} greedy tokens in 10 s")
+    units = ["<blank>", "<unk>", *[chr(0x4E00 + i) for i in range(5717)], "<sos/eos>"]
+    ckpt = work / "checkpoint.seed"
+    save_checkpoint(
+        ckpt,
+        {
+            "model": model.state_dict(),
+            "config": {"model_config": SEED_MODEL, "criterion_config": {"rate": 0.3}},
+            "units": units,
+            "feature_config": {"type": "mfcc_hires", "num_mel_bins": 40, "num_ceps": 40},
+            "epoch": 0,
+            "step": 0,
+        },
+    )
+    t0 = time.perf_counter()
+    export_package(ckpt, export, log=log)
+    log(f"export took {time.perf_counter() - t0:.0f} s")
+    return export
+
+
+def _cmvn(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mean = rng.normal(10, 3, 40).astype(np.float32)
+    istd = (1 / rng.uniform(1, 4, 40)).astype(np.float32)
+    return mean, istd
+
+
+def _feats(rng, mean, istd, frames) -> np.ndarray:
+    return (rng.standard_normal((frames, len(mean))) / istd + mean).astype(np.float32)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--utts", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--work-dir", help="keeps the exported seed-size model between runs")
+    p.add_argument("--json", help="also write the figures here")
+    a = p.parse_args()
+
+    torch.set_num_threads(a.threads)
+    from e2e_asr.data.features import FeatureConfig, compute_features
+    from e2e_asr.decode.recognizer import Recognizer
+
+    def log(m: str) -> None:
+        print(f"# {m}", flush=True)
+
+    work = Path(a.work_dir or tempfile.mkdtemp(prefix="bench_decode."))
+    work.mkdir(parents=True, exist_ok=True)
+    export = build_package(work, log)
+
+    frames = int(a.seconds * FRAMES_PER_SECOND)
+    audio_s = a.utts * a.seconds
+    rng = np.random.default_rng(1)
+    mcfg = json.loads((export / "metadata.json").read_text())
+    mean, istd = _cmvn(0)  # the statistics the model was built with
+    utts = [(f"u{i}", _feats(rng, mean, istd, frames)) for i in range(a.utts)]
+
+    fc = FeatureConfig.from_dict({**mcfg["feature_config"], "dither": 0.0})
+    wav = (0.1 * rng.standard_normal(int(a.seconds * 16000))).astype(np.float32)
+    compute_features(wav, fc)
+    t0 = time.perf_counter()
+    for _ in range(a.utts):
+        compute_features(wav, fc)
+    feat_rtf = (time.perf_counter() - t0) / audio_s
+
+    gflops = matmul_gflops()
+    flops = encoder_flops(frames, SEED_MODEL)
+    bound = flops / (gflops * 1e9) / a.seconds
+    rows = []
+    for name, backend, quantized in (
+        ("torch", "torch", False),
+        ("ORT fp32", "onnx", False),
+        ("ORT int8", "onnx", True),
+    ):
+        for mode in ("ctc_prefix_beam", "attention_rescoring"):
+            rec = Recognizer.from_model_dir(
+                export, backend, quantized, num_threads=a.threads, mode=mode, batch_size=1
+            )
+            rec.decode_features(utts[:1])  # warm-up (allocations, lazy init)
+            sc = rec.scorer
+            t_enc = 0.0
+            orig = sc.encode
+
+            def timed(feats, lens, orig=orig):
+                nonlocal t_enc
+                t = time.perf_counter()
+                out = orig(feats, lens)
+                t_enc += time.perf_counter() - t
+                return out
+
+            sc.encode = timed
+            t0 = time.perf_counter()
+            hyps = rec.decode_features(utts)
+            total = time.perf_counter() - t0
+            sc.encode = orig
+            rows.append(
+                {
+                    "backend": name,
+                    "mode": mode,
+                    "rtf": total / audio_s,
+                    "encoder_rtf": t_enc / audio_s,
+                    "search_rtf": (total - t_enc) / audio_s,
+                    "tokens_per_utt": float(np.mean([len(h) for h in hyps])),
+                }
+            )
+            r = rows[-1]
+            log(f"{name:8s} {mode:20s} RTF {r['rtf']:.4f}")
+
+    print()
+    print(
+        f"{a.utts} x {a.seconds:.0f} s utterances, {a.threads} thread(s); seed-size model "
+        f"(random weights); matmul {gflops:.1f} GFLOP/s fp32; encoder {flops / 1e9:.1f} GFLOP "
+        f"per utterance"
+    )
+    print(
+        f"lower bound (encoder FLOPs / matmul speed): RTF {bound:.4f}; features: RTF {feat_rtf:.4f}"
+    )
+    print()
+    print("| backend | mode | RTF | encoder | search | tokens/utt | x bound |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['backend']} | {r['mode']} | {r['rtf']:.4f} | {r['encoder_rtf']:.4f} | "
+            f"{r['search_rtf']:.4f} | {r['tokens_per_utt']:.0f} | {r['rtf'] / bound:.2f} |"
+        )
+    if a.json:
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "matmul_gflops": gflops,
+                    "encoder_gflop": flops / 1e9,
+                    "bound_rtf": bound,
+                    "feature_rtf": feat_rtf,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
