@@ -8,8 +8,10 @@ synthetic utterances of equal length (no padding, so every frame is useful work)
 * achieved FLOP/s = analytic model FLOPs per step / step time, where a step costs 3x the
   forward FLOPs (forward, plus backward for activations and for weights); only matmul-like
   work is counted (linear layers, convolutions, attention scores and context);
-* MFU = achieved FLOP/s / float32 matmul FLOP/s measured in the same process (best of square
-  matmuls of a few sizes, measured before and after the training steps).
+* MFU = achieved FLOP/s / float32 matmul FLOP/s measured in the same process (sustained rate
+  of square matmuls, the better of two sizes, mean of the rates before and after the steps);
+* cpu_share: CPU time the process got / (wall time x threads), to tell a slow model from a
+  busy machine.
 
   python benchmarks/bench_train.py --config conf/finetune.yaml --steps 3
 """
@@ -69,15 +71,21 @@ def forward_flops(mc: dict[str, Any], batch: int, frames: int, tokens: int) -> d
     return {k: float(v * batch) for k, v in parts.items()}
 
 
-def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), reps: int = 5) -> float:
+def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), seconds: float = 1.5) -> float:
+    """Sustained float32 matmul FLOP/s: the better size's mean over about ``seconds``.
+
+    A mean over a window (not the best single product) so that, on a shared machine, the
+    peak sees the same kind of contention as the training steps it is compared with.
+    """
     best = 0.0
     for n in sizes:
         a, b = torch.randn(n, n), torch.randn(n, n)
         torch.mm(a, b)  # warm-up (thread pool, allocation)
-        for _ in range(reps):
-            t0 = time.perf_counter()
+        done, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / len(sizes) or done < 2:
             torch.mm(a, b)
-            best = max(best, 2.0 * n**3 / (time.perf_counter() - t0))
+            done += 1
+        best = max(best, done * 2.0 * n**3 / (time.perf_counter() - t0))
     return best
 
 
@@ -121,11 +129,15 @@ def main() -> None:
     for _ in range(a.warmup):
         step()
     times = []
+    cpu0 = time.process_time()
     for _ in range(a.steps):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    peak = max(peak_before, matmul_peak())
+    # CPU time this process got / (wall time x threads): 1.0 on an idle machine
+    cpu_share = (time.process_time() - cpu0) / (sum(times) * torch.get_num_threads())
+    peak_after = matmul_peak()
+    peak = (peak_before + peak_after) / 2
     step_s = sum(times) / len(times)
     parts = forward_flops(mc, a.batch_size, a.frames, a.tokens)
     flops_step = 3.0 * sum(parts.values())
@@ -141,7 +153,9 @@ def main() -> None:
         "gflop_per_step": round(flops_step / 1e9, 2),
         "forward_gflop_by_part": {k: round(v / 1e9, 2) for k, v in parts.items()},
         "achieved_gflops": round(achieved / 1e9, 2),
+        "matmul_gflops_before_after": [round(peak_before / 1e9, 2), round(peak_after / 1e9, 2)],
         "matmul_peak_gflops": round(peak / 1e9, 2),
+        "cpu_share_during_steps": round(cpu_share, 2),
         "mfu": round(achieved / peak, 3),
     }
     for k, v in result.items():

@@ -90,6 +90,23 @@ def test_finetune_continues_epochs_and_lr_from_base(tmp_path: Path) -> None:
     assert run(args) == 0
     payload = load_checkpoint(args.exp_dir / "checkpoint.4")
     assert payload["scheduler"]["step"] == 4 and payload["step"] == 14
+    # re-running a finished stage is a no-op that succeeds
+    mtime = (args.exp_dir / "checkpoint.4").stat().st_mtime_ns
+    assert run(args) == 0
+    assert "nothing to do" in _log(args.exp_dir)
+    assert (args.exp_dir / "checkpoint.4").stat().st_mtime_ns == mtime
+
+
+def test_amp_bf16_on_cpu_trains(tmp_path: Path) -> None:
+    data = make_data_dir(tmp_path / "data", n_train=4, n_dev=1)
+    base = make_base_model(tmp_path / "base" / "checkpoint.3", data)
+    write_config(tmp_path / "conf.yaml", {"train_config": {"amp": True, "keep_last": 1}})
+    args = _args(tmp_path, data, epochs=5, base_model=base)
+    assert run(args) == 0, _log(args.exp_dir)
+    payload = load_checkpoint(args.exp_dir / "checkpoint.5")
+    assert payload["step"] == 14
+    assert all(torch.isfinite(v).all() for v in payload["model"].values() if v.is_floating_point())
+    assert sorted(p.name for p in args.exp_dir.glob("checkpoint.*")) == ["checkpoint.5"]
 
 
 def test_freeze_really_freezes_and_lr_scales_make_groups(tmp_path: Path) -> None:
@@ -203,7 +220,8 @@ def test_source_mixing_draws_a_seeded_share_each_epoch(tmp_path: Path) -> None:
     data = make_data_dir(tmp_path / "data", n_train=4, n_dev=1)
     source = make_data_dir(tmp_path / "source", n_train=8, n_dev=1, json_nj=1, seed=5, prefix="src")
     base = make_base_model(tmp_path / "base" / "checkpoint.3", data)
-    write_config(tmp_path / "conf.yaml")
+    # worker processes load the features here, as in real runs
+    write_config(tmp_path / "conf.yaml", {"train_config": {"num_workers": 2}})
     args = _args(tmp_path, data, epochs=4, base_model=base, mix_json_dir=source, mix_ratio=1.5)
     assert run(args) == 0, _log(args.exp_dir)
     assert "epoch 4: 4 target + 6 source utterances" in _log(args.exp_dir)

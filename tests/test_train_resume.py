@@ -31,16 +31,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     base = make_base_model(tmp / "base" / "checkpoint.3", data, epoch=3, step=10)
     conf = write_config(tmp / "conf.yaml", CHANGES)
     ref = TrainArgs(
-        config=conf, json_dir=data, exp_dir=tmp / "ref", json_nj=2, epochs=5, base_model=base
+        config=conf, json_dir=data, exp_dir=tmp / "ref", json_nj=2, epochs=4, base_model=base
     )
     assert run(ref) == 0
-    # the same run, killed (an injected exception) right after update 15; 6 batches per epoch
-    # and accum_grad 2 make epoch 4 = updates 11..13 and epoch 5 = 14..16
+    # the same run, killed (an injected exception) right after update 12: 6 batches per epoch
+    # and accum_grad 2 make epoch 4 = updates 11..13, so it dies after batch 4 of 6
     killed = TrainArgs(
-        config=conf, json_dir=data, exp_dir=tmp / "killed", json_nj=2, epochs=5, base_model=base
+        config=conf, json_dir=data, exp_dir=tmp / "killed", json_nj=2, epochs=4, base_model=base
     )
     mp = pytest.MonkeyPatch()
-    mp.setenv(FAULT_ENV, "step=15")
+    mp.setenv(FAULT_ENV, "step=12")
     try:
         assert run(killed) == 1
     finally:
@@ -63,7 +63,7 @@ def _copy_killed(setup: dict, name: str) -> TrainArgs:
         json_dir=setup["data"],
         exp_dir=exp,
         json_nj=2,
-        epochs=5,
+        epochs=4,
         base_model=setup["base"],
     )
 
@@ -86,15 +86,15 @@ def test_killed_mid_epoch_then_resumed_equals_uninterrupted(setup: dict) -> None
     exp = args.exp_dir
     assert "injected fault" in (exp / "train.log").read_text()
     snap = load_checkpoint(exp / "snapshot")
-    assert snap["step"] == 15 and snap["train_state"]["batch"] == 4
-    assert not (exp / "checkpoint.5").exists()
+    assert snap["step"] == 12 and snap["train_state"]["batch"] == 4
+    assert not (exp / "checkpoint.4").exists()
     assert run(args) == 0
     log = (exp / "train.log").read_text()
-    assert "resuming from" in log and "update 15, epoch 5, batch 4" in log
-    ref = load_checkpoint(setup["ref"] / "checkpoint.5")
-    got = load_checkpoint(exp / "checkpoint.5")
-    assert got["step"] == 16  # updates counted per accum_grad group, not per batch
-    assert got["scheduler"]["step"] == 16
+    assert "resuming from" in log and "update 12, epoch 4, batch 4" in log
+    ref = load_checkpoint(setup["ref"] / "checkpoint.4")
+    got = load_checkpoint(exp / "checkpoint.4")
+    assert got["step"] == 13  # updates counted per accum_grad group, not per batch
+    assert got["scheduler"]["step"] == 13
     _same_state(ref, got)
 
 
@@ -105,10 +105,11 @@ def test_corrupt_snapshot_is_skipped_by_name(setup: dict) -> None:
     assert run(args) == 0
     log = (args.exp_dir / "train.log").read_text()
     assert f"skipping {snap}" in log
-    assert "resuming from" in log and "checkpoint.4" in log
+    # nothing else to resume: the run starts over from the base model, and still ends equal
+    assert "resuming from" not in log.split("skipping")[-1]
     _same_state(
-        load_checkpoint(setup["ref"] / "checkpoint.5"),
-        load_checkpoint(args.exp_dir / "checkpoint.5"),
+        load_checkpoint(setup["ref"] / "checkpoint.4"),
+        load_checkpoint(args.exp_dir / "checkpoint.4"),
     )
 
 
@@ -122,11 +123,11 @@ def test_auto_resume_refuses_another_runs_state(setup: dict) -> None:
         epochs=6,
         base_model=setup["base"],
     )
-    before = (setup["ref"] / "checkpoint.5").stat().st_mtime_ns
+    before = (setup["ref"] / "checkpoint.4").stat().st_mtime_ns
     assert run(args) == 1
     assert "another config" in (setup["ref"] / "train.log").read_text()
-    assert not (setup["ref"] / "checkpoint.6").exists()
-    assert (setup["ref"] / "checkpoint.5").stat().st_mtime_ns == before
+    assert not (setup["ref"] / "checkpoint.5").exists()
+    assert (setup["ref"] / "checkpoint.4").stat().st_mtime_ns == before
 
 
 def test_schedules_are_functions_of_the_update_count() -> None:

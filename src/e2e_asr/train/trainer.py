@@ -140,7 +140,13 @@ class Trainer:
         self.resumed_state: dict[str, Any] | None = None
         self.validation: dict[str, float] = {}
         self._maybe_resume()
-        if args.epochs < self.start_epoch:
+        # a finished run found by --resume: re-running the stage is a no-op, not an error
+        self.finished = (
+            self.resumed_state is not None
+            and bool(self.resumed_state["done"])
+            and args.epochs == self.start_epoch - 1
+        )
+        if args.epochs < self.start_epoch and not self.finished:
             raise TrainError(
                 f"nothing to train: --epochs {args.epochs} but the run is already at epoch "
                 f"{self.start_epoch - 1} (base model or resumed state); raise --epochs"
@@ -357,6 +363,10 @@ class Trainer:
     # ----------------------------------------------------------------- training
     def fit(self) -> None:
         a, info = self.args, self.info
+        if self.finished:
+            log.info("%s already holds checkpoint.%d; nothing to do", self.exp_dir, a.epochs)
+            self.reporter.close()
+            return
         accum = int(self.tc["accum_grad"])
         log_every = max(1, int(self.tc["log_interval"]))
         snap_every = int(self.tc["snapshot_interval"])
