@@ -14,6 +14,7 @@ import pickle
 import re
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,35 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         os.close(dir_fd)
 
 
+def _verify_zip_crc(path: Path) -> None:
+    """Check the CRC-32 of every member of a torch zip checkpoint.
+
+    ``torch.load`` does not: flipped bytes inside a tensor load silently as wrong weights.
+    Members stored with CRC 0 (writers with CRC computation switched off) are not checked;
+    files that are not zip archives (legacy format) are left to ``torch.load``.
+    """
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.CRC == 0 or info.is_dir():
+                    continue
+                with z.open(info) as member:
+                    while member.read(1 << 22):
+                        pass
+    except zipfile.BadZipFile as e:
+        if not zipfile.is_zipfile(path):
+            return  # not a zip (legacy pickle or garbage): torch.load decides
+        raise CheckpointError(f"checkpoint {path}: corrupt ({e})") from e
+    except (OSError, EOFError, zlib.error) as e:
+        raise CheckpointError(f"checkpoint {path}: truncated or corrupt ({e})") from e
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a payload on CPU with `weights_only=True`; `CheckpointError` if unusable."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
+    _verify_zip_crc(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
