@@ -62,7 +62,7 @@ def test_conf_finetune_is_the_seed_config() -> None:
         (("set_config", "jconfig"), "batch_sise", "jconfig"),
         (("opti_config",), "warmup", "opti_config"),
         (("model_config",), "encoder_blocks", "model_config"),
-        (("decode_config",), "beam_size", "decode_config"),
+        (("decode_config",), "beam_width", "decode_config"),
         ((), "trainconfig", "top-level"),
         (("valid_config", "jconfig"), "bogus_key", "valid_config.jconfig"),
     ],

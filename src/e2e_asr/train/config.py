@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from e2e_asr.data.specaug import TIME_WARP_MODES
+from e2e_asr.decode.config import DecodeConfig, DecodeConfigError
 from e2e_asr.model.config import CriterionConfig, ModelConfig
 
 
@@ -109,19 +110,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "dev_cer": True,  # CTC greedy CER on dev each epoch
 }
 
-DECODE_DEFAULTS: dict[str, Any] = {
-    "beam": 10,
-    "ctc_beam": 15,
-    "lm_rate": 0.0,
-    "ctc_weight": 0.3,
-    "char_num": None,
-    "mode": "attention",
-    "penalty": 0.0,
-    "maxlenratio": 0.0,
-    "minlenratio": 0.0,
-    "nbest": 1,
-    "batch_size": 1,
-}
 
 TRANS_KEYS: dict[str, dict[str, Any]] = {
     "time_warp": {"max_time_warp": 5, "inplace": True, "mode": "PIL", "prob": 1.0},
@@ -291,6 +279,16 @@ def _model_and_criterion(
     return m, c
 
 
+def _decode(given: Any, src: str) -> dict[str, Any]:
+    """The decode package owns these keys (seed keys plus mode, penalty, maxlenratio, ...)."""
+    if given is not None and not isinstance(given, dict):
+        raise ConfigError(f"{src}: section 'decode_config' must be a mapping")
+    try:
+        return DecodeConfig.from_dict(given, f"{src} decode_config").to_dict()
+    except DecodeConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def normalize_config(raw: Any, src: str = "<config>") -> dict[str, Any]:
     """Normalise an already-parsed config mapping (see module docstring)."""
     if not isinstance(raw, dict):
@@ -349,7 +347,7 @@ def normalize_config(raw: Any, src: str = "<config>") -> dict[str, Any]:
         "model_config": model,
         "train_config": _train(raw.get("train_config"), src),
         "valid_config": {"data_type": "json", "jconfig": valid_j},
-        "decode_config": _fill("decode_config", raw.get("decode_config"), DECODE_DEFAULTS, src),
+        "decode_config": _decode(raw.get("decode_config"), src),
         "data_config": data,
     }
     odim = model.get("odim")
