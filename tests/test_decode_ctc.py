@@ -1,5 +1,6 @@
 """CTC greedy and prefix beam search on hand-made log-prob arrays."""
 
+import itertools
 import math
 
 import numpy as np
@@ -32,8 +33,13 @@ def test_greedy_rejects_bad_lengths() -> None:
 
 
 def test_prefix_beam_width_one_equals_greedy() -> None:
+    # confident posteriors (best unit >= 0.9 per frame), as a trained model gives; on flat
+    # ones beam 1 may legitimately prefer a prefix whose mass is spread over several paths
     rng = np.random.default_rng(0)
-    lp = torch.from_numpy(rng.normal(size=(3, 40, 6))).log_softmax(-1).numpy()
+    best = rng.integers(0, 6, size=(3, 40))
+    p = rng.random((3, 40, 6)) * 0.1 / 6
+    np.put_along_axis(p, best[..., None], 0.9, axis=-1)
+    lp = np.log(p / p.sum(-1, keepdims=True))
     lens = [40, 25, 7]
     greedy = ctc_greedy(lp, lens)
     for b in range(3):
@@ -49,6 +55,31 @@ def test_prefix_beam_sums_alignments() -> None:
     assert hyps[0][0] == [1]
     assert hyps[0][1] == pytest.approx(math.log(0.64))
     assert hyps[1][0] == [] and hyps[1][1] == pytest.approx(math.log(0.36))
+
+
+def _brute_force(lp: np.ndarray) -> dict[tuple[int, ...], float]:
+    out: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(lp.shape[1]), repeat=lp.shape[0]):
+        seq, prev = [], -1
+        for k in path:
+            if k != prev and k != 0:
+                seq.append(k)
+            prev = k
+        p = math.exp(sum(lp[t, k] for t, k in enumerate(path)))
+        out[tuple(seq)] = out.get(tuple(seq), 0.0) + p
+    return out
+
+
+def test_prefix_beam_is_exact_with_a_wide_beam() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.random((5, 4)) + 0.05
+    lp = np.log(x / x.sum(1, keepdims=True))
+    want = _brute_force(lp)
+    got = ctc_prefix_beam(lp, beam=1000, prune_top_k=3)
+    assert len(got) == len(want)
+    for hyp, score in got:
+        assert math.exp(score) == pytest.approx(want[tuple(hyp)], rel=1e-9)
+    assert got[0][0] == list(max(want, key=want.get))
 
 
 def test_prefix_beam_repeat_needs_blank() -> None:

@@ -7,7 +7,6 @@ ONNX Runtime sessions share one implementation (see ``scorer.py``).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -83,44 +82,71 @@ def ctc_prefix_beam(
     """CTC prefix beam search over one utterance's [T, V] log-probs.
 
     Returns up to ``beam`` (prefix, log-prob) pairs, best first, where the score sums over all
-    alignments of the prefix (blank-ending and non-blank-ending paths kept apart). Only the
-    ``prune_top_k`` (default ``beam``) most likely tokens of each frame are expanded, which is
-    what keeps a 5000-unit vocabulary affordable.
+    alignments of the prefix (blank-ending and non-blank-ending paths kept apart). Each frame
+    extends every prefix by the ``prune_top_k`` (default ``beam``) likeliest non-blank tokens
+    of that frame, which is what keeps a 5000-unit vocabulary affordable; the blank and the
+    repeat of a prefix's last token are always scored. The per-frame work is numpy over
+    prefixes x tokens; Python only touches the few prefixes that survive.
     """
     lp = _to_numpy(log_probs).astype(np.float64, copy=False)
     if lp.ndim != 2:
         raise ValueError(f"ctc_prefix_beam: expected [T, V] log-probs, got shape {lp.shape}")
     T = lp.shape[0] if length is None else int(length)
-    k = min(prune_top_k or beam, lp.shape[1])
-    # prefix -> (log p ending in blank, log p ending in non-blank)
-    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, NEG_INF)}
+    V = lp.shape[1]
+    k = max(1, min(prune_top_k or beam, V - 1))
+    prefixes: list[tuple[int, ...]] = [()]
+    pb = np.array([0.0])  # log p(prefix, path ends in blank)
+    pnb = np.array([NEG_INF])  # log p(prefix, path ends in its last token)
+    last = np.array([-1])
     for t in range(T):
         frame = lp[t]
-        top = np.argpartition(-frame, k - 1)[:k] if k < frame.shape[0] else range(frame.shape[0])
-        nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [NEG_INF, NEG_INF])
-        for tok in top:
-            tok = int(tok)
-            p = float(frame[tok])
-            for prefix, (pb, pnb) in beams.items():
-                if tok == blank:
-                    e = nxt[prefix]
-                    e[0] = _logaddexp(e[0], _logaddexp(pb, pnb) + p)
-                    continue
-                last = prefix[-1] if prefix else None
-                new = prefix + (tok,)
-                e = nxt[new]
-                if tok == last:
-                    # a repeat only extends the prefix after a blank; without one it collapses
-                    e[1] = _logaddexp(e[1], pb + p)
-                    same = nxt[prefix]
-                    same[1] = _logaddexp(same[1], pnb + p)
-                else:
-                    e[1] = _logaddexp(e[1], _logaddexp(pb, pnb) + p)
-        ranked = sorted(nxt.items(), key=lambda kv: _logaddexp(*kv[1]), reverse=True)[:beam]
-        beams = {pfx: (v[0], v[1]) for pfx, v in ranked}
-    out = [(list(pfx), _logaddexp(pb, pnb)) for pfx, (pb, pnb) in beams.items()]
-    out.sort(key=lambda x: x[1], reverse=True)
-    return out
+        masked = frame.copy()
+        masked[blank] = NEG_INF
+        tok = np.argpartition(-masked, k - 1)[:k] if k < V - 1 else np.flatnonzero(masked > NEG_INF)
+        ptok = frame[tok]
+        with np.errstate(invalid="ignore"):
+            tot = np.logaddexp(pb, pnb)
+            # the prefix stays: a blank, or its last token once more (collapsed)
+            stay_b = tot + frame[blank]
+            stay_nb = np.where(last >= 0, pnb + frame[np.maximum(last, 0)], NEG_INF)
+            # the prefix grows by a token; repeating the last one needs a blank in between
+            rep = tok[None, :] == last[:, None]
+            ext = np.where(rep, pb[:, None], tot[:, None]) + ptok[None, :]
+        # an extension that equals a prefix already in the beam adds to that prefix
+        index = {p: i for i, p in enumerate(prefixes)}
+        tok_pos = {int(c): j for j, c in enumerate(tok)}
+        for qi, q in enumerate(prefixes):
+            if not q:
+                continue
+            pi, j = index.get(q[:-1]), tok_pos.get(q[-1])
+            if pi is not None and j is not None:
+                stay_nb[qi] = np.logaddexp(stay_nb[qi], ext[pi, j])
+                ext[pi, j] = NEG_INF
+        n = len(prefixes)
+        scores = np.concatenate([np.logaddexp(stay_b, stay_nb), ext.ravel()])
+        m = min(beam, scores.shape[0])
+        top = np.argpartition(-scores, m - 1)[:m] if m < scores.shape[0] else np.arange(m)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top[scores[top] > NEG_INF] if np.isfinite(scores[top[0]]) else top[:1]
+        new_prefixes, new_pb, new_pnb, new_last = [], [], [], []
+        for i in top.tolist():
+            if i < n:
+                new_prefixes.append(prefixes[i])
+                new_pb.append(stay_b[i])
+                new_pnb.append(stay_nb[i])
+                new_last.append(last[i])
+            else:
+                pi, j = divmod(i - n, len(tok))
+                c = int(tok[j])
+                new_prefixes.append(prefixes[pi] + (c,))
+                new_pb.append(NEG_INF)
+                new_pnb.append(ext[pi, j])
+                new_last.append(c)
+        prefixes = new_prefixes
+        pb, pnb, last = np.array(new_pb), np.array(new_pnb), np.array(new_last)
+    final = np.logaddexp(pb, pnb)
+    order = np.argsort(-final, kind="stable")
+    return [(list(prefixes[i]), float(final[i])) for i in order]
 
 
 # ---------------------------------------------------------------------------------------------
