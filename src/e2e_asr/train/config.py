@@ -283,6 +283,11 @@ def _decode(given: Any, src: str) -> dict[str, Any]:
     """The decode package owns these keys (seed keys plus mode, penalty, maxlenratio, ...)."""
     if given is not None and not isinstance(given, dict):
         raise ConfigError(f"{src}: section 'decode_config' must be a mapping")
+    given = dict(given or {})
+    # accepted for configs written by earlier versions; decoding returns the 1-best only
+    nbest = given.pop("nbest", 1)
+    if nbest != 1:
+        raise ConfigError(f"{src}: decode_config.nbest {nbest!r}: only the 1-best is produced")
     try:
         return DecodeConfig.from_dict(given, f"{src} decode_config").to_dict()
     except DecodeConfigError as exc:
