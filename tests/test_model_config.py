@@ -64,11 +64,22 @@ def test_unknown_criterion_key_is_named():
         ({"name": "eteh.models.Other"}, "name"),
         ({"encoder_attention_heads": 5}, "not divisible"),
         ({"pos_enc_layer_type": "rel_pos"}, "rel_pos needs encoder_type conformer"),
+        ({"encoder_num_blocks": "14"}, r"encoder_num_blocks = '14' \(str\); expected int"),
+        ({"encoder_dropout_rate": "0.1"}, "encoder_dropout_rate"),
+        ({"macaron_style": 1}, "macaron_style"),
+        ({"encoder_num_blocks": True}, "encoder_num_blocks"),
     ],
 )
 def test_bad_model_values_are_refused(override, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig.from_dict({"idim": 40, "odim": 10, **override})
+
+
+def test_integer_where_float_expected_is_fine():
+    cfg = ModelConfig.from_dict({"idim": 40, "odim": 10, "encoder_attention_dropout_rate": 0})
+    assert cfg.encoder_attention_dropout_rate == 0
+    with pytest.raises(ValueError, match="criterion_config.rate"):
+        CriterionConfig.from_dict({"rate": "0.3"})
 
 
 def test_size_must_match_odim():

@@ -34,6 +34,24 @@ def _check_keys(cls: type, d: dict[str, Any], section: str) -> None:
             )
 
 
+def _check_types(obj: Any, section: str) -> None:
+    """YAML typos such as `encoder_num_blocks: "14"` fail here, naming the key, not deep
+    inside torch. Integers are accepted where floats are expected (`dropout_rate: 0`)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        allowed = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+        names = [t.strip() for t in str(f.type).split("|")]
+        if value is None and "None" in names:
+            continue
+        types = tuple(t for n in names for t in allowed.get(n, ()))
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok:
+            expected = " or ".join(n for n in names if n != "None")
+            raise ValueError(
+                f"{section}.{f.name} = {value!r} ({type(value).__name__}); expected {expected}"
+            )
+
+
 def _check_choice(value: str, choices: tuple[str, ...], key: str, section: str) -> None:
     if value not in choices:
         raise ValueError(f"{section}.{key} = {value!r}; expected one of {', '.join(choices)}")
@@ -78,6 +96,7 @@ class ModelConfig:
             if key not in d:
                 raise ValueError(f"model_config: missing required key '{key}'")
         cfg = cls(**d)
+        _check_types(cfg, "model_config")
         cfg._normalize()
         return cfg
 
@@ -130,6 +149,7 @@ class CriterionConfig:
     def from_dict(cls, d: dict[str, Any]) -> CriterionConfig:
         _check_keys(cls, d, "criterion_config")
         cfg = cls(**d)
+        _check_types(cfg, "criterion_config")
         if cfg.name is not None and cfg.name not in SEED_CRITERION_NAMES:
             raise ValueError(
                 f"criterion_config.name = {cfg.name!r} is not a known loss; "
