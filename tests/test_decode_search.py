@@ -142,10 +142,10 @@ def test_rescoring_combines_ctc_and_attention_scores() -> None:
         want = [1] if a > b else [2]
         got = rescore_nbest(s, np.zeros((1, 1, 1)), np.array([6]), [nbest], w)
         assert got == [want], w
-    # batched: two utterances' n-best lists in one decoder call, one empty list
+    # one decoder call per utterance with hypotheses; an empty n-best gives an empty result
     s.calls = 0
-    got = rescore_nbest(s, np.zeros((2, 1, 1)), np.array([6, 6]), [nbest, []], 0.3)
-    assert got == [[2], []] and s.calls == 1
+    got = rescore_nbest(s, np.zeros((3, 1, 1)), np.array([6, 6, 6]), [nbest, [], nbest], 0.3)
+    assert got == [[2], [], [2]] and s.calls == 2
 
 
 def test_decode_batch_modes_on_table_scorer() -> None:

@@ -25,8 +25,11 @@ class Scorer(Protocol):
     def decoder_logprobs(
         self, ys_in: np.ndarray, ys_lens: np.ndarray, enc: Any, enc_lens: np.ndarray
     ) -> np.ndarray:
-        """ys_in int64 [N, L] (sos first), ys_lens [N], enc [N, T', A], enc_lens [N] ->
-        float32 [N, L, V] log-probabilities of the next token at every position."""
+        """ys_in int64 [N, L] (sos first), ys_lens [N], enc [N or 1, T', A], enc_lens [N or 1]
+        -> float32 [N, L, V] log-probabilities of the next token at every position.
+
+        With a single encoder row, every hypothesis attends to it (broadcast): the searches
+        score all hypotheses of one utterance that way."""
         ...
 
     def take(self, enc: Any, index: np.ndarray) -> Any:

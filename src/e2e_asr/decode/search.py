@@ -259,8 +259,8 @@ def attention_beam_search(
         att = scorer.decoder_logprobs(
             seqs,
             np.full(n, L, dtype=np.int64),
-            scorer.take(enc, np.zeros(n, dtype=np.int64)),
-            np.full(n, enc_len, dtype=np.int64),
+            enc,  # one row, broadcast over the hypotheses
+            np.array([enc_len], dtype=np.int64),
         )[:, -1, :].astype(np.float64)
         att[:, blank] = NEG_INF  # the decoder never emits blank
         if i < minlen:
@@ -327,43 +327,35 @@ def rescore_nbest(
     nbests: list[list[tuple[list[int], float]]],
     ctc_weight: float,
 ) -> list[list[int]]:
-    """Attention rescoring of CTC n-best lists, all utterances' hypotheses in one decoder call.
+    """Attention rescoring of CTC n-best lists, one decoder call per utterance for its n-best.
 
     score = ctc_weight * ctc + (1 - ctc_weight) * att, where att sums the decoder's
     log-probabilities of the hypothesis followed by eos.
     """
     sos = eos = scorer.eos
-    owner: list[int] = []
-    hyps: list[list[int]] = []
-    ctc_scores: list[float] = []
-    for b, nbest in enumerate(nbests):
-        for h, s in nbest:
-            owner.append(b)
-            hyps.append(h)
-            ctc_scores.append(s)
-    if not hyps:
-        return [[] for _ in nbests]
-    n = len(hyps)
-    L = max(len(h) for h in hyps) + 1
-    ys_in = np.full((n, L), eos, dtype=np.int64)
-    ys_out = np.full((n, L), eos, dtype=np.int64)
-    for j, h in enumerate(hyps):
-        ys_in[j, 0] = sos
-        ys_in[j, 1 : len(h) + 1] = h
-        ys_out[j, : len(h)] = h
-    ys_lens = np.array([len(h) + 1 for h in hyps], dtype=np.int64)
-    idx = np.asarray(owner, dtype=np.int64)
-    logp = scorer.decoder_logprobs(ys_in, ys_lens, scorer.take(enc, idx), enc_lens[idx])
-    picked = np.take_along_axis(np.asarray(logp), ys_out[:, :, None], axis=2)[..., 0]
-    valid = np.arange(L)[None, :] < ys_lens[:, None]
-    att = np.where(valid, picked.astype(np.float64), 0.0).sum(axis=1)
-    total = ctc_weight * np.asarray(ctc_scores) + (1.0 - ctc_weight) * att
     best: list[list[int]] = [[] for _ in nbests]
-    best_score = [NEG_INF] * len(nbests)
-    for j, b in enumerate(owner):
-        if total[j] > best_score[b]:
-            best_score[b] = float(total[j])
-            best[b] = hyps[j]
+    for b, nbest in enumerate(nbests):
+        if not nbest:
+            continue
+        hyps = [h for h, _ in nbest]
+        n, L = len(hyps), max(len(h) for h in hyps) + 1
+        ys_in = np.full((n, L), eos, dtype=np.int64)
+        ys_out = np.full((n, L), eos, dtype=np.int64)
+        for j, h in enumerate(hyps):
+            ys_in[j, 0] = sos
+            ys_in[j, 1 : len(h) + 1] = h
+            ys_out[j, : len(h)] = h
+        ys_lens = np.array([len(h) + 1 for h in hyps], dtype=np.int64)
+        # one encoder row for all hypotheses: the decoder broadcasts it, so the source
+        # attention's keys/values are computed once per utterance, not once per hypothesis
+        idx = np.array([b], dtype=np.int64)
+        logp = scorer.decoder_logprobs(ys_in, ys_lens, scorer.take(enc, idx), enc_lens[idx])
+        picked = np.take_along_axis(np.asarray(logp), ys_out[:, :, None], axis=2)[..., 0]
+        valid = np.arange(L)[None, :] < ys_lens[:, None]
+        att = np.where(valid, picked.astype(np.float64), 0.0).sum(axis=1)
+        ctc = np.array([s for _, s in nbest])
+        total = ctc_weight * ctc + (1.0 - ctc_weight) * att
+        best[b] = hyps[int(np.argmax(total))]
     return best
 
 

@@ -131,8 +131,9 @@ def export_model(
         {
             "ys_in": {0: "hyps", 1: "tokens"},
             "ys_in_lens": {0: "hyps"},
-            "enc": {0: "hyps", 1: "enc_frames"},
-            "enc_lens": {0: "hyps"},
+            # enc may have one row for all hypotheses of an utterance (broadcast), or one each
+            "enc": {0: "enc_batch", 1: "enc_frames"},
+            "enc_lens": {0: "enc_batch"},
             "logp": {0: "hyps", 1: "tokens"},
         },
         out / "decoder.onnx",

@@ -23,11 +23,13 @@ FP32_TOLERANCE = 1e-4
 
 # (feature lengths of one batch): batch 1 and 3, lengths unlike the tracing length, padding
 ENCODER_CASES: tuple[tuple[int, ...], ...] = ((37,), (413,), (311, 250, 97), (64, 64, 64))
-# (hypothesis lengths incl. sos, feature length of the utterance they are scored against)
-DECODER_CASES: tuple[tuple[tuple[int, ...], int], ...] = (
-    ((1,), 90),
-    ((9,), 233),
-    ((7, 3, 12), 150),
+# (hypothesis lengths incl. sos, feature length of the utterance they are scored against,
+#  whether one encoder row is broadcast over the hypotheses)
+DECODER_CASES: tuple[tuple[tuple[int, ...], int, bool], ...] = (
+    ((1,), 90, False),
+    ((9,), 233, False),
+    ((7, 3, 12), 150, False),
+    ((5, 11, 2, 8), 177, True),
 )
 
 
@@ -99,7 +101,7 @@ def compare(model: E2EModel, onnx_scorer: OnnxScorer, seed: int = 0) -> ParityRe
             edits.add(edit_stats([str(x) for x in a], [str(x) for x in b]))
     report.greedy_agreement = agree / max(total, 1)
     report.greedy_token_error = edits.error_rate
-    for ys_lengths, frames in DECODER_CASES:
+    for ys_lengths, frames, broadcast in DECODER_CASES:
         feats = _feats(model, (frames,), rng)
         enc, enc_lens, _ = torch_scorer.encode(feats, np.array([frames], dtype=np.int64))
         n = len(ys_lengths)
@@ -109,11 +111,15 @@ def compare(model: E2EModel, onnx_scorer: OnnxScorer, seed: int = 0) -> ParityRe
         ys_lens = np.asarray(ys_lengths, dtype=np.int64)
         for b, m in enumerate(ys_lengths):
             ys[b, m:] = model.eos  # the padding the searches use
+        if broadcast:  # one encoder row for all hypotheses, as the searches call it
+            idx = idx[:1]
         t_lp = torch_scorer.decoder_logprobs(
             ys, ys_lens, torch_scorer.take(enc, idx), enc_lens[idx]
         )
         o_lp = onnx_scorer.decoder_logprobs(ys, ys_lens, enc.numpy()[idx], enc_lens[idx])
-        report.cases.append(f"decoder hyps {n} lengths {list(ys_lengths)} frames {frames}")
+        report.cases.append(
+            f"decoder hyps {n} lengths {list(ys_lengths)} frames {frames} enc rows {len(idx)}"
+        )
         if t_lp.shape != o_lp.shape:
             report.lengths_equal = False
             continue
