@@ -11,7 +11,8 @@ synthetic utterances of equal length (no padding, so every frame is useful work)
 * MFU = achieved FLOP/s / float32 matmul FLOP/s measured in the same process (sustained rate
   of square matmuls, the better of two sizes, mean of the rates before and after the steps);
 * cpu_share: CPU time the process got / (wall time x threads), to tell a slow model from a
-  busy machine.
+  busy machine; mfu_cpu_time: the same MFU ratio with both rates taken per CPU second of this
+  process, which cancels time slices lost to other processes on a shared machine.
 
   python benchmarks/bench_train.py --config conf/finetune.yaml --steps 3
 """
@@ -71,22 +72,25 @@ def forward_flops(mc: dict[str, Any], batch: int, frames: int, tokens: int) -> d
     return {k: float(v * batch) for k, v in parts.items()}
 
 
-def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), seconds: float = 1.5) -> float:
-    """Sustained float32 matmul FLOP/s: the better size's mean over about ``seconds``.
+def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), seconds: float = 1.5) -> tuple[float, float]:
+    """Sustained float32 matmul rate, the better size's mean over about ``seconds``:
+    (FLOP per wall second, FLOP per CPU second of this process).
 
     A mean over a window (not the best single product) so that, on a shared machine, the
     peak sees the same kind of contention as the training steps it is compared with.
     """
-    best = 0.0
+    best_wall = best_cpu = 0.0
     for n in sizes:
         a, b = torch.randn(n, n), torch.randn(n, n)
         torch.mm(a, b)  # warm-up (thread pool, allocation)
-        done, t0 = 0, time.perf_counter()
+        done, t0, c0 = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds / len(sizes) or done < 2:
             torch.mm(a, b)
             done += 1
-        best = max(best, done * 2.0 * n**3 / (time.perf_counter() - t0))
-    return best
+        flops = done * 2.0 * n**3
+        best_wall = max(best_wall, flops / (time.perf_counter() - t0))
+        best_cpu = max(best_cpu, flops / max(time.process_time() - c0, 1e-9))
+    return best_wall, best_cpu
 
 
 def main() -> None:
@@ -134,10 +138,12 @@ def main() -> None:
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
+    cpu_s = time.process_time() - cpu0
     # CPU time this process got / (wall time x threads): 1.0 on an idle machine
-    cpu_share = (time.process_time() - cpu0) / (sum(times) * torch.get_num_threads())
+    cpu_share = cpu_s / (sum(times) * torch.get_num_threads())
     peak_after = matmul_peak()
-    peak = (peak_before + peak_after) / 2
+    peak = (peak_before[0] + peak_after[0]) / 2
+    peak_cpu = (peak_before[1] + peak_after[1]) / 2
     step_s = sum(times) / len(times)
     parts = forward_flops(mc, a.batch_size, a.frames, a.tokens)
     flops_step = 3.0 * sum(parts.values())
@@ -153,10 +159,15 @@ def main() -> None:
         "gflop_per_step": round(flops_step / 1e9, 2),
         "forward_gflop_by_part": {k: round(v / 1e9, 2) for k, v in parts.items()},
         "achieved_gflops": round(achieved / 1e9, 2),
-        "matmul_gflops_before_after": [round(peak_before / 1e9, 2), round(peak_after / 1e9, 2)],
+        "matmul_gflops_before_after": [
+            round(peak_before[0] / 1e9, 2),
+            round(peak_after[0] / 1e9, 2),
+        ],
         "matmul_peak_gflops": round(peak / 1e9, 2),
         "cpu_share_during_steps": round(cpu_share, 2),
         "mfu": round(achieved / peak, 3),
+        # the same ratio per CPU second of this process: other load on the machine cancels
+        "mfu_cpu_time": round((flops_step * a.steps / cpu_s) / peak_cpu, 3),
     }
     for k, v in result.items():
         print(f"{k}: {v}")

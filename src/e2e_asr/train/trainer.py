@@ -121,6 +121,7 @@ class Trainer:
 
         self.setup = self._setup_model()
         self.cfg = self.setup.config
+        self.tc = self.cfg["train_config"]
         self.units = self.setup.units
         self._check_token_ids()
         self.model = self.setup.model.to(info.device)
@@ -205,12 +206,18 @@ class Trainer:
 
     def _check_token_ids(self) -> None:
         n = len(self.units)
-        for where, utts in (("train", self.train_utts), ("dev", self.dev_utts)):
+        a = self.args
+        groups = (
+            (f"{a.json_dir}/train.*.json", self.train_utts),
+            (f"{a.json_dir}/dev.json", self.dev_utts),
+            (f"{a.mix_json_dir}/train.*.json", self.source_utts),
+        )
+        for where, utts in groups:
             for key, info in utts.items():
                 bad = [t for t in token_ids(key, info) if not 0 < t < n - 1]
                 if bad:
                     raise DataError(
-                        f"{self.args.json_dir} ({where}): utterance {key} has token ids {bad[:5]} "
+                        f"{where}: utterance {key} has token ids {bad[:5]} "
                         f"outside 1..{n - 2} of the model's {n} units; the json was made with "
                         "other units"
                     )
