@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -70,7 +71,7 @@ def matmul_gflops(seconds: float = 1.0) -> float:
 
 
 def build_package(work: Path, log) -> Path:
-    from e2e_asr.decode.search import ctc_greedy
+    from e2e_asr.decode.search import ctc_prefix_beam
     from e2e_asr.export.package import export_package
     from e2e_asr.model import build_model
     from e2e_asr.model.checkpoint import save_checkpoint
@@ -84,17 +85,19 @@ def build_package(work: Path, log) -> Path:
     rng = np.random.default_rng(0)
     mean, istd = _cmvn(0)
     model.set_cmvn(torch.from_numpy(mean), torch.from_numpy(istd))
-    # calibrate the blank bias (bisection) for ~TOKENS_PER_SECOND greedy tokens
+    # calibrate the blank bias (bisection) for ~TOKENS_PER_SECOND tokens in the prefix-beam
+    # output, which sets how much work rescoring does
     feats = torch.from_numpy(_feats(rng, mean, istd, 10 * FRAMES_PER_SECOND)[None])
     with torch.no_grad():
         enc, lens = model.encode(feats, torch.tensor([feats.shape[1]]))
         lo, hi = 0.0, 50.0
-        for _ in range(20):
+        for _ in range(12):
             mid = (lo + hi) / 2
             model.ctc.ctc_lo.bias[0] = mid
-            n = len(ctc_greedy(model.ctc_log_probs(enc), lens)[0])
+            lp = model.ctc_log_probs(enc)[0].numpy()
+            n = len(ctc_prefix_beam(lp, int(lens[0]), beam=15)[0][0])
             lo, hi = (mid, hi) if n > TOKENS_PER_SECOND * 10 else (lo, mid)
-    log(f"blank bias {model.ctc.ctc_lo.bias[0].item():.2f}: {n} greedy tokens in 10 s")
+    log(f"blank bias {model.ctc.ctc_lo.bias[0].item():.2f}: {n} tokens in 10 s")
     units = ["<blank>", "<unk>", *[chr(0x4E00 + i) for i in range(5717)], "<sos/eos>"]
     ckpt = work / "checkpoint.seed"
     save_checkpoint(
@@ -135,6 +138,7 @@ def main() -> None:
     a = p.parse_args()
 
     torch.set_num_threads(a.threads)
+    load = os.getloadavg()[0]
     from e2e_asr.data.features import FeatureConfig, compute_features
     from e2e_asr.decode.recognizer import Recognizer
 
@@ -209,6 +213,7 @@ def main() -> None:
         f"(random weights); matmul {gflops:.1f} GFLOP/s fp32; encoder {flops / 1e9:.1f} GFLOP "
         f"per utterance"
     )
+    print(f"load average before the run: {load:.1f} on {os.cpu_count()} cores")
     print(
         f"lower bound (encoder FLOPs / matmul speed): RTF {bound:.4f}; features: RTF {feat_rtf:.4f}"
     )
