@@ -183,3 +183,48 @@ def test_conv_module_matches_conv1d_layout():
     ref = m.pointwise_conv2(m.activation(m.norm(m.depthwise_conv(h)))).transpose(1, 2)
     out = m(x, torch.ones(2, 30, dtype=torch.bool))
     assert torch.allclose(out, ref, atol=1e-6)
+
+
+def _explicit_attention(att, q, k, v, scores_extra, mask):
+    """softmax(QK^T/sqrt(d) + extra) V with masked keys, written out as ESPnet1 does."""
+    qh, kh, vh = att.forward_qkv(q, k, v)
+    scores = torch.matmul(qh, kh.transpose(-2, -1)) / math.sqrt(att.d_k) + scores_extra
+    scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).masked_fill(~mask, 0.0)
+    ctx = torch.matmul(probs, vh).transpose(1, 2).reshape(q.size(0), -1, att.h * att.d_k)
+    return att.linear_out(ctx)
+
+
+def test_attention_matches_explicit_formula():
+    from e2e_asr.model.attention import MultiHeadedAttention
+
+    torch.manual_seed(0)
+    att = MultiHeadedAttention(4, 16, 0.0, kv_dim=24).eval()
+    q, kv = torch.randn(2, 5, 16), torch.randn(2, 7, 24)
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])[:, None, None, :]
+    ref = _explicit_attention(att, q, kv, kv, 0.0, mask)
+    assert torch.allclose(att(q, kv, kv, mask), ref, atol=1e-5)
+
+
+def test_rel_position_attention_matches_explicit_formula():
+    from e2e_asr.model.attention import RelPositionMultiHeadedAttention
+
+    torch.manual_seed(0)
+    att = RelPositionMultiHeadedAttention(2, 8, 0.0).eval()
+    t = 6
+    x = torch.randn(2, t, 8)
+    _, pos_emb = RelPositionalEncoding(8, 0.0, max_len=20)(x)
+    mask = torch.tensor([[True] * t, [True] * 4 + [False] * 2])[:, None, None, :]
+    # Transformer-XL terms without the shift trick: position of query i vs key j is i - j,
+    # found at row (t - 1) - (i - j) of pos_emb.
+    qh, kh, _ = att.forward_qkv(x, x, x)
+    p = att.linear_pos(pos_emb).view(1, -1, att.h, att.d_k).transpose(1, 2)
+    i, j = torch.meshgrid(torch.arange(t), torch.arange(t), indexing="ij")
+    p_ij = p[:, :, (t - 1) - (i - j)]  # [1, H, t, t, d_k]
+    q_v = qh + att.pos_bias_v.unsqueeze(1)
+    bd = (q_v.unsqueeze(3) * p_ij).sum(-1) / math.sqrt(att.d_k)
+    q_u_minus_q = att.pos_bias_u.unsqueeze(1)  # ac uses q + u: add u's share explicitly
+    ac_extra = torch.matmul(q_u_minus_q, kh.transpose(-2, -1)) / math.sqrt(att.d_k)
+    ref = _explicit_attention(att, x, x, x, bd + ac_extra, mask)
+    out = att(x, x, x, pos_emb, mask)
+    assert torch.allclose(out, ref, atol=1e-5)
