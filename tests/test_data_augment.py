@@ -108,3 +108,36 @@ def test_shipped_config_loads() -> None:
 
     cfg = AugmentConfig.from_yaml(REPO / "conf" / "augment.yaml")
     assert cfg.speed.factors == [0.9, 1.1] and cfg.noise.prob == 0.5 and cfg.reverb.prob == 0.2
+
+
+def test_segmented_source(tmp_path: Path) -> None:
+    from e2e_asr.data.audio import load_audio
+    from e2e_asr.data.datadir import Segment
+
+    rec = write_wav(tmp_path / "rec.wav", 2.0, seed=3)
+    src = tmp_path / "data"
+    write_data_dir(
+        src,
+        [
+            Utterance("rec-a", str(rec), "一", "A", Segment("rec", 0.0, 1.0)),
+            Utterance("rec-b", str(rec), "二", "A", Segment("rec", 1.0, 2.0)),
+        ],
+    )
+    cfg = AugmentConfig.from_dict(
+        {
+            "speed": {"factors": [1.1]},
+            "noise": {"prob": 0},
+            "reverb": {"prob": 0},
+            "volume": {"prob": 0},
+            "shift": {"prob": 0},
+        }
+    )
+    out = tmp_path / "out"
+    augment_data_dir(src, out, cfg)
+    segs = read_table(out / "segments")
+    assert segs["rec-b"] == "rec 1.000 2.000"
+    assert segs["sp1.1-rec-b"] == "sp1.1-rec-b 0.000 -1.000"
+    wavs = read_table(out / "wav.scp")
+    assert sorted(wavs) == ["rec", "sp1.1-rec-a", "sp1.1-rec-b"]
+    y = load_audio(wavs["sp1.1-rec-b"])
+    assert abs(len(y) - 16000 / 1.1) < 3  # made from the 1 s segment, not the recording

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from e2e_asr.data.audio import AUDIO_EXTENSIONS
 from e2e_asr.data.datadir import Segment, iter_lines
-from e2e_asr.data.keystore import KeyStore
+from e2e_asr.data.keystore import CHUNK, KeyStore
 
 _WS_RE = re.compile(r"\s+")
 
@@ -224,7 +224,7 @@ def from_wav_dir(
         yield Candidate(key, apath, text, spk or key, f"{tpath}:{ln}")
 
 
-def _chunks(rows: Iterator[tuple], store: KeyStore, table: str, size: int = 10000) -> Iterator[int]:
+def _chunks(rows: Iterator[tuple], store: KeyStore, table: str, size: int = CHUNK) -> Iterator[int]:
     """Insert ``rows`` in chunks, yielding between chunks so pending rejects can be emitted."""
     chunk: list[tuple] = []
     n = 0

@@ -20,8 +20,9 @@ import soundfile as sf
 import yaml
 
 from e2e_asr.data.audio import AUDIO_EXTENSIONS, load_audio, to_mono_rate
-from e2e_asr.data.datadir import Utterance, read_data_dir, write_data_dir
-from e2e_asr.data.io import atomic_open
+from e2e_asr.data.datadir import DataDirWriter, Segment, Utterance, iter_data_dir
+from e2e_asr.data.io import atomic_open, atomic_write_bytes
+from e2e_asr.data.keystore import KeyStore
 
 
 @dataclass
@@ -253,56 +254,67 @@ def _augment(src: Path, out: Path, cfg: AugmentConfig) -> dict[str, int]:
     aug = Augmenter(cfg)
     sr = cfg.sample_rate
     counts: Counter = Counter()
-    result: list[Utterance] = []
     wav_dir = (out / "wav").resolve()
-    for u in read_data_dir(src):
-        result.append(u)
-        counts["original"] += 1
-        x = _load(u, sr)
-        variants = [(u.utt, u.spk, x)]
-        if cfg.speed.factors and _rng(cfg.seed, "speed:" + u.utt).random() < cfg.speed.prob:
-            for f in cfg.speed.factors:
-                key = f"sp{f:g}-{u.utt}"
-                y = speed_perturb(x, f, sr)
-                variants.append((key, f"sp{f:g}-{u.spk}", y))
-                _write_wav(wav_dir / f"{key}.wav", y, sr)
-                result.append(
-                    Utterance(
-                        key,
-                        str(wav_dir / f"{key}.wav"),
-                        u.text,
-                        f"sp{f:g}-{u.spk}",
-                        None,
-                        round(len(y) / sr, 3),
-                    )
-                )
-                counts["speed"] += 1
-        for key0, spk0, y0 in variants:
-            for k in range(1, cfg.copies + 1):
-                key = f"aug{k}-{key0}"
-                y, used = aug.augment(y0, key)
-                if not used:  # no effect drawn: an identical copy would only add weight
-                    counts["no effect drawn (no copy)"] += 1
-                    continue
-                _write_wav(wav_dir / f"{key}.wav", y, sr)
-                result.append(
-                    Utterance(
-                        key, str(wav_dir / f"{key}.wav"), u.text, spk0, None, round(len(y) / sr, 3)
-                    )
-                )
-                counts["augmented"] += 1
-    if any(u.segment is not None for u in result):
-        # a data dir has segments for all or none: give copies whole-file segments
-        from e2e_asr.data.datadir import Segment
+    segmented = (src / "segments").is_file()
+    with KeyStore(out) as store:
+        # results go to disk and come back sorted: memory does not grow with the corpus
+        store.create(
+            "res",
+            "utt TEXT PRIMARY KEY, wav TEXT, text TEXT, spk TEXT, rec TEXT, "
+            "start REAL, end_ REAL, dur REAL",
+        )
 
-        result = [
-            u
-            if u.segment is not None
-            else Utterance(u.utt, u.wav, u.text, u.spk, Segment(u.utt, 0.0, -1.0), u.duration)
-            for u in result
-        ]
-    write_data_dir(out, result)
+        def add(u: Utterance) -> None:
+            seg = u.segment
+            if seg is None and segmented:  # a data dir has segments for all or none
+                seg = Segment(u.utt, 0.0, -1.0)
+            store.db.execute(
+                "INSERT INTO res VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    u.utt,
+                    u.wav,
+                    u.text,
+                    u.spk,
+                    seg and seg.recording,
+                    seg and seg.start,
+                    seg and seg.end,
+                    u.duration,
+                ),
+            )
+
+        def copy(key: str, spk: str, y: np.ndarray, text: str) -> None:
+            path = wav_dir / f"{key}.wav"
+            _write_wav(path, y, sr)
+            add(Utterance(key, str(path), text, spk, None, round(len(y) / sr, 3)))
+
+        for u in iter_data_dir(src, store):
+            add(u)
+            counts["original"] += 1
+            x = _load(u, sr)
+            variants = [(u.utt, u.spk, x)]
+            if cfg.speed.factors and _rng(cfg.seed, "speed:" + u.utt).random() < cfg.speed.prob:
+                for f in cfg.speed.factors:
+                    key, spk = f"sp{f:g}-{u.utt}", f"sp{f:g}-{u.spk}"
+                    y = speed_perturb(x, f, sr)
+                    variants.append((key, spk, y))
+                    copy(key, spk, y, u.text)
+                    counts["speed"] += 1
+            for key0, spk0, y0 in variants:
+                for k in range(1, cfg.copies + 1):
+                    key = f"aug{k}-{key0}"
+                    y, used = aug.augment(y0, key)
+                    if not used:  # no effect drawn: an identical copy would only add weight
+                        counts["no effect drawn (no copy)"] += 1
+                        continue
+                    copy(key, spk0, y, u.text)
+                    counts["augmented"] += 1
+        with DataDirWriter(out, segmented, store) as writer:
+            for utt, wav, text, spk, rec, start, end, dur in store.query(
+                "SELECT * FROM res ORDER BY utt"
+            ):
+                seg = Segment(rec, start, end) if rec is not None else None
+                writer.add(Utterance(utt, wav, text, spk, seg, dur))
     if (src / "rejects.tsv").is_file():
-        (out / "rejects.tsv").write_bytes((src / "rejects.tsv").read_bytes())
+        atomic_write_bytes(out / "rejects.tsv", (src / "rejects.tsv").read_bytes())
     counts.update({f"effect {k}": v for k, v in aug.applied.items()})
     return dict(counts)

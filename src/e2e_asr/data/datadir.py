@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from e2e_asr.data.io import atomic_open, atomic_write_lines
-from e2e_asr.data.keystore import KeyStore
+from e2e_asr.data.keystore import CHUNK, KeyStore
 
 
 class DataDirError(ValueError):
@@ -125,7 +125,7 @@ class DataDirWriter:
         else:
             fh["utt2dur"].write(f"{u.utt} {u.duration:.3f}\n")
         self._spk_rows.append((u.spk, u.utt))
-        if len(self._spk_rows) >= 10000:
+        if len(self._spk_rows) >= CHUNK:
             self.store.insert("w_spk", self._spk_rows)
             self._spk_rows = []
         self.count += 1
@@ -204,3 +204,37 @@ def read_data_dir(data_dir: str | os.PathLike) -> list[Utterance]:
         dur = float(durs[utt]) if utt in durs else None
         out.append(Utterance(utt, wavs[rec], text, utt2spk.get(utt, utt), seg, dur))
     return sorted(out, key=lambda u: u.utt)
+
+
+def iter_data_dir(data_dir: str | os.PathLike, store: KeyStore) -> Iterator[Utterance]:
+    """Utterances of a data dir in key order, joined on disk (memory does not grow)."""
+    d = Path(data_dir)
+    for name in ("wav.scp", "text"):
+        if not (d / name).is_file():
+            raise DataDirError(f"{d}: missing {name}")
+    names = {"wav": "wav.scp", "txt": "text", "spk": "utt2spk", "dur": "utt2dur"}
+    for table, name in names.items():
+        store.create(table, "key TEXT PRIMARY KEY, value TEXT")
+        if (d / name).is_file():
+            store.insert(table, iter_kv(d / name, allow_empty_value=table == "txt"))
+    store.create("seg", "key TEXT PRIMARY KEY, rec TEXT, start REAL, end REAL")
+    segmented = (d / "segments").is_file()
+    if segmented:
+        store.insert(
+            "seg",
+            ((u, s.recording, s.start, s.end) for u, s in read_segments(d / "segments").items()),
+        )
+    rows = store.query(
+        """SELECT t.key, t.value, w.value, s.value, u.value, g.rec, g.start, g.end
+        FROM txt AS t LEFT JOIN seg AS g ON g.key = t.key
+        LEFT JOIN wav AS w ON w.key = (CASE WHEN g.rec IS NULL THEN t.key ELSE g.rec END)
+        LEFT JOIN spk AS s ON s.key = t.key LEFT JOIN dur AS u ON u.key = t.key
+        ORDER BY t.key"""
+    )
+    for utt, text, wav, spk, dur, rec, start, end in rows:
+        if segmented and rec is None:
+            raise DataDirError(f"{d}/segments: no line for utterance {utt!r}")
+        if wav is None:
+            raise DataDirError(f"{d}: utterance {utt!r} has no wav.scp entry {rec or utt!r}")
+        seg = Segment(rec, start, end) if rec is not None else None
+        yield Utterance(utt, wav, text, spk or utt, seg, float(dur) if dur else None)

@@ -8,7 +8,7 @@ from pathlib import Path
 from e2e_asr.data.adapters import Reject, from_kaldi_dir, from_manifest, from_wav_dir
 from e2e_asr.data.datadir import DataDirWriter
 from e2e_asr.data.io import atomic_write_lines, atomic_write_text
-from e2e_asr.data.keystore import KeyStore
+from e2e_asr.data.keystore import CHUNK, KeyStore
 from e2e_asr.data.validate import DataConfig, ValidationReport, validate
 
 
@@ -51,7 +51,7 @@ def make_data_dir(
                 if isinstance(item, Reject):
                     pending.append((item.key, seq, item.line(), item.reason))
                     seq += 1
-                    if len(pending) >= 10000:
+                    if len(pending) >= CHUNK:
                         store.insert("rej", pending)
                         pending = []
                 else:
