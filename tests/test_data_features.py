@@ -90,26 +90,6 @@ def _data_dir(root: Path, n: int, pipe_for: dict[int, str] | None = None) -> Pat
     return d
 
 
-def test_make_feats_cli_output_loads_and_is_kaldi_exact(tmp_path: Path) -> None:
-    d = _data_dir(tmp_path, 3)
-    conf = tmp_path / "fbank.yaml"
-    conf.write_text(_conf("fbank.yaml").to_yaml())
-    res = run_step(
-        "make_feats.py", "--data-dir", d, "--feat-config", conf, "--nj", "2", "--cmd", RUNNER_CMD
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    feats = kaldiio.load_scp(str(d / "feats.scp"))
-    assert list(feats) == ["u0", "u1", "u2"]
-    frames = read_table(d / "utt2num_frames")
-    cfg = FeatureConfig.from_yaml(d / "feature.yaml")
-    for utt, wav in read_table(d / "wav.scp").items():
-        x, _ = sf.read(wav, dtype="int16")
-        ref = knf_features(x, cfg)
-        assert feats[utt].shape == ref.shape and int(frames[utt]) == ref.shape[0]
-        assert np.abs(feats[utt] - ref).max() < 2e-3
-    assert len(list((d / "data").glob("*.ark"))) == 2
-
-
 def test_killed_job_is_resumed_without_redoing_finished_jobs(tmp_path: Path) -> None:
     flag = tmp_path / "go"
     # u1 (job 1) reads through a pipe that blocks until the flag exists: job 1 hangs there.
@@ -154,6 +134,12 @@ def test_killed_job_is_resumed_without_redoing_finished_jobs(tmp_path: Path) -> 
         x, _ = sf.read(tmp_path / "wav" / f"{utt}.wav", dtype="int16")
         assert np.abs(feats[utt] - knf_features(x, cfg)).max() < 2e-3
     assert not list((d / "data").glob(".*.tmp"))
+    # the merged output: kaldiio-readable, sorted, frame counts and feature.yaml alongside
+    frames = read_table(d / "utt2num_frames")
+    assert list(read_table(d / "feats.scp")) == sorted(feats)
+    assert all(int(frames[u]) == feats[u].shape[0] for u in feats)
+    assert FeatureConfig.from_yaml(d / "feature.yaml") == cfg
+    assert len(list((d / "data").glob("*.ark"))) == 2
 
 
 def test_changed_config_redoes_everything(tmp_path: Path) -> None:
