@@ -24,6 +24,9 @@ from e2e_asr.data.datadir import Segment, iter_kv, read_data_dir
 from e2e_asr.data.features import FeatureError
 
 CHUNK = 64  # utterances whose features are in memory at once
+# A job process pays seconds of imports and model loading; below this many utterances per
+# job, fewer jobs finish sooner.
+MIN_UTTS_PER_JOB = 20
 
 
 @dataclass(frozen=True)
@@ -129,8 +132,9 @@ def run_job(spec: ModelSpec, items: Sequence[Item], num_threads: int, verbose: b
 def run_jobs(
     spec: ModelSpec, items: Sequence[Item], nj: int = 1, num_threads: int = 0, verbose: bool = False
 ) -> JobResult:
-    """Split ``items`` into ``nj`` contiguous parts decoded in parallel processes."""
-    nj = max(1, min(nj, len(items)))
+    """Split ``items`` into ``nj`` contiguous parts decoded in parallel processes (fewer for
+    small sets, see MIN_UTTS_PER_JOB)."""
+    nj = max(1, min(nj, -(-len(items) // MIN_UTTS_PER_JOB)))
     if num_threads <= 0:
         num_threads = max(1, (os.cpu_count() or 1) // nj)
     if nj == 1:

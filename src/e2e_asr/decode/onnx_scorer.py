@@ -36,9 +36,13 @@ class OnnxScorer:
         names = [i.name for i in encoder_session.get_inputs()]
         if tuple(names) != ENCODER_INPUTS:
             raise ValueError(f"encoder ONNX graph has inputs {names}, expected {ENCODER_INPUTS}")
-        names = [i.name for i in decoder_session.get_inputs()]
+        inputs = decoder_session.get_inputs()
+        names = [i.name for i in inputs]
         if tuple(names) != DECODER_INPUTS:
             raise ValueError(f"decoder ONNX graph has inputs {names}, expected {DECODER_INPUTS}")
+        # Graphs exported before the encoder batch got its own dimension name cannot take one
+        # encoder row for many hypotheses (ORT plans buffers by dimension name): repeat it.
+        self.broadcast = inputs[2].shape[0] != inputs[0].shape[0]
 
     @classmethod
     def from_files(
@@ -69,6 +73,9 @@ class OnnxScorer:
     def decoder_logprobs(
         self, ys_in: np.ndarray, ys_lens: np.ndarray, enc: np.ndarray, enc_lens: np.ndarray
     ) -> np.ndarray:
+        if not self.broadcast and enc.shape[0] == 1 and ys_in.shape[0] > 1:
+            enc = np.repeat(enc, ys_in.shape[0], axis=0)
+            enc_lens = np.repeat(enc_lens, ys_in.shape[0], axis=0)
         (logp,) = self.dec_sess.run(
             list(DECODER_OUTPUTS),
             {
