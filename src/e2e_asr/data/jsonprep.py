@@ -292,6 +292,8 @@ def prepare_json(
         tok = Tokenizer(units)
 
     out.mkdir(parents=True, exist_ok=True)
+    for p in out.glob(".*.tmp"):  # temp files of a killed run (atomic_open names)
+        p.unlink(missing_ok=True)
 
     # Pass 2: json and CMVN.
     stats = CmvnStats(fcfg.dim)
