@@ -68,6 +68,8 @@ def start(
 ) -> Proc:
     out.parent.mkdir(parents=True, exist_ok=True)
     fh = open(out, "w", encoding="utf-8")  # noqa: SIM115 - closed with the process
+    if kill:  # the injector kills the process tree under this pid (exec keeps it)
+        cmd = ["sh", "-c", 'RELIABILITY_ROOT=$$ exec "$@"', "sh", *cmd]
     popen = subprocess.Popen(
         cmd,
         cwd=cwd or REPO,

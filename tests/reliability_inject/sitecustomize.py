@@ -18,8 +18,8 @@ holds one; the reliability tests put this directory on ``PYTHONPATH`` and set
 * ``point=merge``: while stage 1 writes ``feats.scp`` (after the first line).
 * ``point=json,call=N``: at the N-th closing of a stage-2 json file (before its rename).
 
-``group=1`` kills the whole process group (the runner, torchrun, every job), as a job
-scheduler or the OOM killer taking down a job does; the default kills only this process.
+``group=1`` kills every process of the command (the runner, torchrun, every job, see
+``die``); the default kills only this process.
 """
 
 from __future__ import annotations
@@ -38,11 +38,39 @@ OPTS: dict[str, str] = dict(p.split("=", 1) for p in SPEC.split(",") if "=" in p
 _calls: dict[str, int] = {}
 
 
+def _tree(root: int) -> list[int]:
+    """``root`` and all its descendants (from /proc), found before anything is killed."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
 def die(where: str) -> None:
+    """SIGKILL this process; with ``group=1`` first every process of the command: the tree
+    under ``RELIABILITY_ROOT`` (the test's child), including jobs that a runner started in
+    their own sessions, as when a scheduler or the OOM killer ends the whole job."""
     sys.stderr.write(f"reliability_inject: SIGKILL at {where} (pid {os.getpid()})\n")
     sys.stderr.flush()
-    if OPTS.get("group") == "1":
-        os.killpg(os.getpgrp(), signal.SIGKILL)
+    root = os.environ.get("RELIABILITY_ROOT")
+    if OPTS.get("group") == "1" and root:
+        for pid in _tree(int(root)):
+            if pid != os.getpid():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
     os.kill(os.getpid(), signal.SIGKILL)
 
 
