@@ -85,7 +85,11 @@ def build_units(texts: Iterable[str]) -> list[str]:
 def extend_units(units: list[str], new: Iterable[str]) -> list[str]:
     """Insert new units before ``<sos/eos>`` (existing ids are unchanged)."""
     known = set(units)
-    extra = [u for u in new if u not in known and not known.add(u)]
+    extra: list[str] = []
+    for u in new:
+        if u not in known:
+            known.add(u)
+            extra.append(u)
     return [*units[:-1], *extra, units[-1]]
 
 
