@@ -285,3 +285,33 @@ def test_json_is_plain_espnet_layout(corpus: Path, tmp_path: Path) -> None:
     for e in data["utts"].values():
         assert set(e) == {"input", "output", "utt2spk"}
         assert len(e["output"][0]["tokenid"].split()) == e["output"][0]["shape"][0]
+
+
+def test_broken_corpus_through_stages_0_to_2(tmp_path: Path) -> None:
+    from conftest_data import rejects
+    from test_data_prepare import _broken_aishell_corpus
+
+    from e2e_asr.data.prepare import make_data_dir
+    from e2e_asr.data.units import build_units
+    from e2e_asr.data.validate import DataConfig
+
+    wav, transcript, expected, accepted = _broken_aishell_corpus(tmp_path)
+    data = tmp_path / "data"
+    make_data_dir(
+        data, wav_dir=wav, transcript=transcript, config=DataConfig.from_dict({"max_duration": 2.5})
+    )
+    make_features_inprocess(data, FeatureConfig.from_yaml(REPO / "conf" / "fbank.yaml"), nj=2)
+    units = build_units(read_table(data / "text").values())
+    out = tmp_path / "json"
+    report = prepare_json(data, out, units, 2, 3, log=lambda _: None)
+    train = _all_json(out, 2)
+    dev = read_utts(out / "dev.json")
+    assert not report.filtered
+    # every input key: in the json (train or dev) or in rejects.tsv, never both, never neither
+    assert set(train) | set(dev) == accepted and not set(train) & set(dev)
+    assert rejects(data) == expected
+    audio_keys = {p.stem for p in wav.rglob("*") if p.is_file()}
+    text_keys = {
+        line.split()[0] for line in transcript.read_bytes().decode("utf-8", "replace").splitlines()
+    }
+    assert audio_keys | text_keys == accepted | set(expected)
