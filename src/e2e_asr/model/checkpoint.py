@@ -33,22 +33,44 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write `payload` to `path` atomically: temp file in the same dir, fsync, rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path}: cannot write it: {e}") from e
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        cause = _os_error(e)
+        if cause is None:
+            raise
+        # torch reports a full disk as "[enforce fail at inline_container.cc] unexpected pos"
+        raise CheckpointError(
+            f"checkpoint {path}: cannot write it: {cause}; the temp file was removed and "
+            f"any earlier {path.name} is unchanged (free space in {path.parent} and re-run)"
+        ) from e
     # Persist the rename itself, so a crash right after cannot lose the new file.
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError (disk full, file too large, I/O error …) behind ``exc``, if any."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _verify_zip_crc(path: Path) -> None:
