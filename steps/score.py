@@ -20,11 +20,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hyp", help="hypothesis Kaldi text")
     p.add_argument("--out-dir", help="write hyp.txt, per_utt.txt, result.json here")
     p.add_argument("--table", nargs="+", metavar="DIR", help="decode dirs with result.json")
+    p.add_argument("--agree", nargs=2, metavar="DIR", help="compare two decode dirs' hyp.txt")
     a = p.parse_args(argv)
 
     from e2e_asr.data.datadir import DataDirError
-    from e2e_asr.decode.report import read_text, summary_table, write_results
+    from e2e_asr.decode.report import agreement, read_text, summary_table, write_results
     from e2e_asr.decode.scoring import score_corpus
+
+    if a.agree:
+        try:
+            ha, hb = (read_text(f"{d}/hyp.txt") for d in a.agree)
+        except (DataDirError, OSError) as e:
+            print(f"score: error: {e}", file=sys.stderr)
+            return 1
+        same, n = agreement(ha, hb)
+        print(f"identical hypotheses: {same}/{n} ({100.0 * same / max(n, 1):.2f}%)")
+        return 0
 
     if a.table:
         if a.ref or a.hyp:

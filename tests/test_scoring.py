@@ -76,3 +76,9 @@ def test_sclite_block() -> None:
     assert lines[2] == "REF:  A b c *"
     assert lines[3] == "HYP:  X b c D"
     assert lines[4] == "Eval: S     I"
+
+
+def test_agreement() -> None:
+    from e2e_asr.decode.report import agreement
+
+    assert agreement({"a": "x", "b": "y", "c": "z"}, {"a": "x", "b": "q"}) == (1, 3)

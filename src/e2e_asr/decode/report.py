@@ -61,3 +61,11 @@ def summary_table(dirs: list[str | os.PathLike]) -> str:
     for s in cells:
         lines.append(f"| {s} | " + " | ".join(cells[s].get(m, "-") for m in models) + " |")
     return "\n".join(lines)
+
+
+def agreement(hyps_a: dict[str, str], hyps_b: dict[str, str]) -> tuple[int, int]:
+    """(utterances with identical hypotheses, utterances in either set); a key missing on one
+    side counts as a disagreement."""
+    keys = set(hyps_a) | set(hyps_b)
+    same = sum(1 for k in keys if k in hyps_a and k in hyps_b and hyps_a[k] == hyps_b[k])
+    return same, len(keys)
