@@ -145,28 +145,37 @@ def run_job(data_dir: str | os.PathLike, job: int) -> int:
     scp_lines: list[str] = []  # one job's slice: bounded by corpus/nj lines of text
     frames_lines: list[str] = []
     cached: tuple[str, object] | None = None  # segments of one recording share its samples
-    with atomic_open(paths.ark, "wb") as ark:
-        for utt, wav, start, end in iter_job_utts(data_dir, job, nj):
-            try:
-                if cached is not None and cached[0] == wav:
-                    samples = cached[1]
-                else:
-                    samples = load_audio(wav, cfg.sample_rate)
-                    cached = (wav, samples)
-                if start > 0 or end >= 0:
-                    lo = int(round(start * cfg.sample_rate))
-                    hi = samples.shape[0] if end < 0 else int(round(end * cfg.sample_rate))
-                    samples = samples[lo:hi]
-                feats = compute_features(samples, cfg)
-            except Exception as exc:
-                raise FeatureJobError(f"{data_dir}: utterance {utt} ({wav}): {exc}") from exc
-            # kaldiio writes "<utt> " then the matrix; the scp offset points past the key.
-            offset = ark.tell() + len((utt + " ").encode("utf-8"))
-            kaldiio.save_ark(ark, {utt: feats})
-            scp_lines.append(f"{utt} {paths.ark}:{offset}")
-            frames_lines.append(f"{utt} {feats.shape[0]}")
-    atomic_write_lines(paths.num_frames, frames_lines)
-    atomic_write_lines(paths.scp, scp_lines)
+    try:
+        with atomic_open(paths.ark, "wb") as ark:
+            for utt, wav, start, end in iter_job_utts(data_dir, job, nj):
+                try:
+                    if cached is not None and cached[0] == wav:
+                        samples = cached[1]
+                    else:
+                        samples = load_audio(wav, cfg.sample_rate)
+                        cached = (wav, samples)
+                    if start > 0 or end >= 0:
+                        lo = int(round(start * cfg.sample_rate))
+                        hi = samples.shape[0] if end < 0 else int(round(end * cfg.sample_rate))
+                        samples = samples[lo:hi]
+                    feats = compute_features(samples, cfg)
+                except Exception as exc:
+                    raise FeatureJobError(f"{data_dir}: utterance {utt} ({wav}): {exc}") from exc
+                # kaldiio writes "<utt> " then the matrix; the scp offset points past the key.
+                offset = ark.tell() + len((utt + " ").encode("utf-8"))
+                kaldiio.save_ark(ark, {utt: feats})
+                scp_lines.append(f"{utt} {paths.ark}:{offset}")
+                frames_lines.append(f"{utt} {feats.shape[0]}")
+        atomic_write_lines(paths.num_frames, frames_lines)
+        atomic_write_lines(paths.scp, scp_lines)
+    except OSError as exc:
+        if exc.filename is not None:  # a file that could not be read names itself
+            raise
+        # a full disk or quota: say so and name the output (atomic_open removed the temp)
+        raise FeatureJobError(
+            f"cannot write {paths.ark.parent}/: {exc.strerror or exc}; the job's "
+            "partial output was removed (free space and re-run: finished jobs are kept)"
+        ) from exc
     print(f"job {job}: {len(scp_lines)} utterances -> {paths.ark}")
     return len(scp_lines)
 
@@ -228,6 +237,18 @@ def merge_jobs(data_dir: Path, cfg: FeatureConfig, nj: int) -> tuple[int, int]:
     return n, frames
 
 
+def _job_errors(log_dir: Path, nj: int) -> str:
+    """The error line of each failed job's log, so the reason shows without opening logs."""
+    found = []
+    for j in range(1, nj + 1):
+        try:
+            lines = (log_dir / f"make_feats.{j}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        found += [x for x in lines if x.startswith(f"feature job {j}: error:")][-1:]
+    return "".join(f"{x}; " for x in found)
+
+
 def make_feats(
     data_dir: str | os.PathLike, cfg: FeatureConfig, nj: int, cmd: str
 ) -> tuple[int, int]:
@@ -262,7 +283,7 @@ def make_feats(
         if proc.returncode != 0:
             raise FeatureJobError(
                 f"feature jobs failed (runner exit {proc.returncode}); "
-                f"see {log_dir}/make_feats.*.log"
+                f"{_job_errors(log_dir, nj)}see {log_dir}/make_feats.*.log"
             )
     else:
         print(f"make_feats: all {nj} jobs already done", flush=True)
@@ -274,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--job", type=int, required=True)
     args = p.parse_args(argv)
-    run_job(args.data_dir, args.job)
+    try:
+        run_job(args.data_dir, args.job)
+    except FeatureJobError as exc:
+        print(f"feature job {args.job}: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
