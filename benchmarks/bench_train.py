@@ -66,7 +66,7 @@ def forward_flops(mc: dict[str, Any], batch: int, frames: int, tokens: int) -> d
         + 2 * length * t2 * dd  # source attention
         + 2 * length * dd * dff  # feed-forward
     )
-    dec = mc["decoder_num_block"] * dec_block + 2 * length * vocab + 2 * length * dd * vocab
+    dec = mc["decoder_num_block"] * dec_block + 2 * length * dd * vocab  # + output layer
     ctc = 2 * t2 * d * vocab
     parts = {"subsampling": sub, "encoder": enc, "decoder": dec, "ctc": ctc}
     return {k: float(v * batch) for k, v in parts.items()}
