@@ -128,7 +128,7 @@ class BatchDataset(Dataset):
         self._fds.clear()
 
 
-def make_loader(dataset: BatchDataset, num_workers: int) -> DataLoader:
+def make_loader(dataset: BatchDataset, num_workers: int, pin_memory: bool = False) -> DataLoader:
     """Iterates the batches in order. A private generator keeps DataLoader from drawing its
     worker seed from the global torch RNG, which would shift dropout after a resume."""
     return DataLoader(
@@ -139,4 +139,5 @@ def make_loader(dataset: BatchDataset, num_workers: int) -> DataLoader:
         collate_fn=None,
         generator=torch.Generator().manual_seed(0),
         persistent_workers=False,
+        pin_memory=pin_memory,  # page-locked batches copy to a GPU asynchronously
     )

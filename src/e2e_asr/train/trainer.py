@@ -418,7 +418,7 @@ class Trainer:
                 rng_key=(self.seed, epoch, info.rank),
                 positions=list(range(start, n)),
             )
-            loader = make_loader(ds, self._workers())
+            loader = make_loader(ds, self._workers(), self.info.device.type == "cuda")
             bar = self._bar(n, start, epoch)
             window = [0.0] * 6  # loss, ctc, att, acc, batches, frames
             t_window = time.time()
