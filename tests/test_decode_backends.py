@@ -189,3 +189,13 @@ def test_decode_and_score_cli(export_dir: Path, wavs: list[Path], tmp_path: Path
     assert code == 0 and f"CER {res['cer']:.2f}%" in stdout
     code, stdout, _ = _main("score.py", ["--table", str(out)], capsys)
     assert code == 0 and "| test |" in stdout and "onnx_fp32" in stdout
+
+
+def test_recognizer_transcribe_api(export_dir: Path, wavs: list[Path]) -> None:
+    import soundfile as sf
+
+    rec = Recognizer.from_model_dir(export_dir, "onnx", num_threads=1, mode="ctc_greedy")
+    utts = [(p.stem, sf.read(p, dtype="float32")[0]) for p in reversed(wavs)]
+    out = rec.transcribe(utts)
+    assert [k for k, _ in out] == ["utt1", "utt0"]
+    assert all(isinstance(t, str) and "<sos/eos>" not in t for _, t in out)

@@ -121,3 +121,19 @@ def test_int8_runs_on_odd_shapes_and_mostly_agrees(export_dir: Path) -> None:
     assert sum(len(h) for h in q_hyp) > 0 and len(t_hyp) == 3
     meta = json.loads((export_dir / "metadata.json").read_text())
     assert meta["parity_int8"]["greedy_token_error"] < 10.0
+
+
+def test_decoder_broadcast_equals_repeated_rows(export_dir: Path) -> None:
+    o = OnnxScorer.from_files(export_dir / "encoder.onnx", export_dir / "decoder.onnx", 22)
+    assert o.broadcast  # this export names the encoder batch separately
+    feats, lens = _feats((150,))
+    enc, enc_lens, _ = o.encode(feats, lens)
+    ys = np.array([[21, 3, 4, 5], [21, 6, 21, 21], [21, 7, 8, 21]])
+    ys_lens = np.array([4, 2, 3])
+    one = o.decoder_logprobs(ys, ys_lens, enc, enc_lens)
+    rep = o.decoder_logprobs(ys, ys_lens, np.repeat(enc, 3, 0), np.repeat(enc_lens, 3))
+    o.broadcast = False  # the path for graphs exported without the separate name
+    fallback = o.decoder_logprobs(ys, ys_lens, enc, enc_lens)
+    for b, n in enumerate(ys_lens):
+        assert np.abs(one[b, :n] - rep[b, :n]).max() <= 1e-5
+        assert np.array_equal(fallback[b, :n], rep[b, :n])
