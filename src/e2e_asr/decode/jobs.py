@@ -117,7 +117,13 @@ def run_job(spec: ModelSpec, items: Sequence[Item], num_threads: int, verbose: b
         for it in chunk:
             try:
                 samples = cache.get(it)
-                feats.append((it.key, rec.features(samples)))
+                f = rec.features(samples)
+                if f.shape[0] > rec.max_frames:
+                    raise FeatureError(
+                        f"{f.shape[0]} frames is longer than the model's maximum "
+                        f"({rec.max_frames}); split the recording"
+                    )
+                feats.append((it.key, f))
                 res.audio_seconds += samples.shape[0] / sr
             except (AudioError, FeatureError, OSError) as e:
                 res.failed[it.key] = f"{type(e).__name__}: {e}"
