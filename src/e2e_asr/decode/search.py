@@ -277,6 +277,8 @@ def attention_beam_search(
             psi, new_states = ctc.score(L - 1, last, ctc_states, cands)
             with np.errstate(invalid="ignore"):
                 local = (1.0 - ctc_weight) * local + ctc_weight * (psi - ctc_prev[:, None])
+            # -inf - -inf (a prefix CTC cannot produce at all) is NaN: treat it as impossible
+            local = np.where(np.isnan(local), NEG_INF, local)
         total = scores[:, None] + local + penalty
         flat = np.argsort(-total, axis=None, kind="stable")[:beam]
         h_idx, c_idx = np.unravel_index(flat, total.shape)
