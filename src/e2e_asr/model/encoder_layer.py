@@ -31,8 +31,13 @@ class TransformerEncoderLayer(nn.Module):
         self.dropout = Dropout(dropout_rate)
 
     def forward(
-        self, x: torch.Tensor, att_mask: torch.Tensor, pad_mask: torch.Tensor, pos_emb=None
+        self,
+        x: torch.Tensor,
+        att_mask: torch.Tensor,
+        pad_mask: torch.Tensor,
+        pos_emb: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """`pad_mask` and `pos_emb` are unused; the signature matches the Conformer layer's."""
         h = self.norm1(x)
         x = x + self.dropout(self.self_attn(h, h, h, att_mask))
         return x + self.dropout(self.feed_forward(self.norm2(x)))

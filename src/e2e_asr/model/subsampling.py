@@ -48,8 +48,13 @@ class Conv2dSubsampling(nn.Module):
         self.conv = nn.Sequential(*layers)
         self.out = nn.Sequential(nn.Linear(odim * freq, odim), pos_enc)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor):
-        """`x [B, T, idim]` -> (`out.1`'s output for `[B, T', odim]`, lengths `[B]`)."""
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor | tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """`x [B, T, idim]` -> (`out.1`'s output for `[B, T', odim]`, lengths `[B]`).
+
+        The first item is `x` (absolute encoding) or `(x, pos_emb)` (relative encoding).
+        """
         x = self.conv(x.unsqueeze(1))  # [B, C, T', F']
         b, c, t, f = x.size()
         x = self.out(x.transpose(1, 2).reshape(b, t, c * f))
