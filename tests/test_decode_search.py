@@ -179,3 +179,11 @@ def test_decode_config_validation_and_seed_keys(tmp_path) -> None:
     with pytest.raises(DecodeConfigError, match="lm_rate"):
         DecodeConfig.from_dict({"lm_rate": 0.5})
     assert cfg.updated(mode="ctc_greedy", beam=None).mode == "ctc_greedy"
+
+
+def test_decode_config_from_checkpoint_is_lenient_and_says_so() -> None:
+    notes: list[str] = []
+    payload = {"config": {"decode_config": {"beam": 5, "nbest": 1, "lm_rate": 0.5}}}
+    cfg = DecodeConfig.from_checkpoint(payload, "ck", notes.append)
+    assert (cfg.beam, cfg.lm_rate) == (5, 0.0)
+    assert any("nbest" in n for n in notes) and any("lm_rate 0.5" in n for n in notes)

@@ -75,6 +75,25 @@ class DecodeConfig:
         return cfg
 
     @classmethod
+    def from_checkpoint(cls, payload: dict[str, Any], where: str, warn=None) -> DecodeConfig:
+        """The ``decode_config`` a checkpoint was trained with, made usable: keys we do not
+        know are dropped and an LM weight is set to 0 (no LM here), each with a warning."""
+        section = dict((payload.get("config") or {}).get("decode_config") or {})
+        notes = []
+        unknown = sorted(set(section) - {f.name for f in fields(cls)})
+        for k in unknown:
+            section.pop(k)
+        if unknown:
+            notes.append(f"ignoring decode_config keys {', '.join(unknown)}")
+        if section.get("lm_rate"):
+            notes.append(f"decode_config.lm_rate {section['lm_rate']} ignored (no LM fusion)")
+            section["lm_rate"] = 0.0
+        if warn is not None:
+            for n in notes:
+                warn(f"{where}: {n}")
+        return cls.from_dict(section, f"{where} decode_config")
+
+    @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> DecodeConfig:
         with open(path, encoding="utf-8") as fh:
             try:

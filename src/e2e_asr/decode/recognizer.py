@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -119,9 +120,9 @@ class Recognizer:
         if not units or not fc:
             raise RecognizerError(f"checkpoint {checkpoint}: needs 'units' and 'feature_config'")
         if decode_config is None:
-            section = (payload.get("config") or {}).get("decode_config") or {}
-            known = set(DecodeConfig.__dataclass_fields__)
-            decode_config = DecodeConfig.from_dict({k: v for k, v in section.items() if k in known})
+            decode_config = DecodeConfig.from_checkpoint(
+                payload, f"checkpoint {checkpoint}", lambda m: print(m, file=sys.stderr)
+            )
         feat = FeatureConfig.from_dict(fc, f"checkpoint {checkpoint} feature_config")
         return cls(
             scorer,

@@ -45,14 +45,7 @@ def decode_config_for(
     (keys we do not know are dropped with a warning), else the defaults."""
     if decode_yaml is not None:
         return DecodeConfig.from_yaml(decode_yaml)
-    section = (payload.get("config") or {}).get("decode_config") or {}
-    known = set(DecodeConfig.__dataclass_fields__)
-    unknown = sorted(set(section) - known)
-    if unknown:
-        warn(f"checkpoint decode_config: ignoring keys {', '.join(unknown)}")
-    return DecodeConfig.from_dict(
-        {k: v for k, v in section.items() if k in known}, "checkpoint decode_config"
-    )
+    return DecodeConfig.from_checkpoint(payload, "checkpoint", warn)
 
 
 def _stderr(msg: str) -> None:
