@@ -24,7 +24,7 @@ num_utt_percent=50                 # unused: AISHELL has its own dev set
 epochs=40
 avg_start=37
 avg_end=40
-num_gpu=1
+num_gpu=0                          # GPUs (0: CPU)
 
 recipe_vars=(stage stop_stage corpus_dir output_dir exp_dir base_model train_config feat_config
              data_config augment nj json_nj num_utt_percent epochs avg_start avg_end num_gpu)
@@ -86,9 +86,14 @@ if [ "$stop_stage" -ge 3 ]; then
   [ -n "$base_model" ] || { echo "$0: stages 3-6 need --base-model" >&2; exit 1; }
   first=$(( stage > 3 ? stage : 3 ))
   echo "stages $first-$stop_stage: ../../run.sh"
+  # ../../run.sh works in the repo root: give it absolute paths. dev and test are the data
+  # dirs made above (${output_dir}/data/{dev,test}); stage 6 decodes both.
+  corpus=$(realpath "$corpus_dir")
   ../../run.sh --stage "$first" --stop-stage "$stop_stage" \
-    --output-dir "$(realpath "$output_dir")" --exp-dir "$(realpath -m "$exp_dir")" \
-    --base-model "$(realpath "$base_model")" --train-config "$(realpath "$train_config")" \
+    --output-dir "$(realpath -m "$output_dir")" --exp-dir "$(realpath -m "$exp_dir")" \
+    --base-model "$(realpath "$base_model")" --train-config "$(realpath -m "$train_config")" \
+    --dev-wav-dir "$corpus/wav/dev" --dev-transcript "$(realpath -m "$data/local/dev/transcript.txt")" \
+    --test-sets "test:$corpus/wav/test:$(realpath -m "$data/local/test/transcript.txt")" \
     --json-nj "$json_nj" --epochs "$epochs" --avg-start "$avg_start" --avg-end "$avg_end" \
-    --num-gpu "$num_gpu"
+    --num-gpu "$num_gpu" --nj "$nj"
 fi
