@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--checkpoint", help="a raw checkpoint, decoded with PyTorch")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--quantized", action="store_true", help="use the int8 ONNX graphs")
-    p.add_argument("--decode-config", help="with --checkpoint: decoding options yaml")
+    p.add_argument(
+        "--decode-config",
+        help="decoding options yaml (default: the package's decode.yaml, or the checkpoint's)",
+    )
     p.add_argument("--data-dir", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--nj", type=int, default=1, help="parallel decoding processes")

@@ -51,11 +51,11 @@ class ModelSpec:
         from e2e_asr.decode.config import DecodeConfig
         from e2e_asr.decode.recognizer import Recognizer
 
+        dcfg = DecodeConfig.from_yaml(self.decode_yaml) if self.decode_yaml else None
         if self.checkpoint:
-            dcfg = DecodeConfig.from_yaml(self.decode_yaml) if self.decode_yaml else None
             return Recognizer.from_checkpoint(self.checkpoint, dcfg, num_threads, **self.overrides)
         return Recognizer.from_model_dir(
-            self.model_dir, self.backend, self.quantized, num_threads, **self.overrides
+            self.model_dir, self.backend, self.quantized, num_threads, dcfg, **self.overrides
         )
 
 

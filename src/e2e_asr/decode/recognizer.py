@@ -65,9 +65,11 @@ class Recognizer:
         backend: str = "torch",
         quantized: bool = False,
         num_threads: int = 0,
+        decode_config: DecodeConfig | None = None,
         **overrides: Any,
     ) -> Recognizer:
-        """Load an export directory; ``overrides`` replace decode.yaml options."""
+        """Load an export directory; ``decode_config`` replaces its decode.yaml and
+        ``overrides`` replace single options."""
         d = Path(model_dir)
         for name in ("units.txt", "feature.yaml", "decode.yaml"):
             if not (d / name).is_file():
@@ -77,7 +79,7 @@ class Recognizer:
             meta = json.loads((d / "metadata.json").read_text(encoding="utf-8"))
         units = read_units(d / "units.txt")
         feat = FeatureConfig.from_yaml(d / "feature.yaml")
-        dcfg = DecodeConfig.from_yaml(d / "decode.yaml").updated(**overrides)
+        dcfg = (decode_config or DecodeConfig.from_yaml(d / "decode.yaml")).updated(**overrides)
         if backend == "torch":
             if quantized:
                 raise RecognizerError("--quantized needs --backend onnx (int8 graphs are ONNX)")
