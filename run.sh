@@ -214,8 +214,8 @@ if run_stage 6 decode; then
   for set in $sets; do
     out=$exp_dir/decode/$set
     if $decode_base; then
-      decode.py --checkpoint "$base_model" --data-dir "$data/$set" --out-dir "$out/base" \
-        --mode "$decode_mode" --nj "$nj"
+      decode.py --checkpoint "$base_model" --decode-config "$decode_config" \
+        --data-dir "$data/$set" --out-dir "$out/base" --mode "$decode_mode" --nj "$nj"
     fi
     decode.py --model-dir "$exp_dir/export" --backend torch --data-dir "$data/$set" \
       --out-dir "$out/finetuned" --mode "$decode_mode" --nj "$nj"
@@ -223,6 +223,8 @@ if run_stage 6 decode; then
       --out-dir "$out/onnx_fp32" --mode "$decode_mode" --nj "$nj"
     decode.py --model-dir "$exp_dir/export" --backend onnx --quantized --data-dir "$data/$set" \
       --out-dir "$out/onnx_int8" --mode "$decode_mode" --nj "$nj"
+    # ONNX Runtime must give the same hypotheses as PyTorch (target: >= 99% of utterances)
+    score.py --agree "$out/finetuned" "$out/onnx_fp32"
   done
   end_stage
   make_results.py --exp-dir "$exp_dir" --decode-dir "$exp_dir/decode" --stage-seconds "$stage_times"
