@@ -161,7 +161,26 @@ def from_wav_dir(
     def key_of(p: Path) -> str:
         return path_key(p, wav_root) if ppasr else sanitize_key(p.stem)
 
-    store.insert("audio", ((key_of(p), str(p)) for p in iter_audio(wav_root)))
+    bad_names: list[Reject] = []  # file names that are not UTF-8 cannot go in wav.scp
+
+    def audio_rows() -> Iterator[tuple[str, str]]:
+        for p in iter_audio(wav_root):
+            try:
+                str(p).encode("utf-8")
+            except UnicodeEncodeError:
+                bad_names.append(
+                    Reject(
+                        _decode_key(os.fsencode(p.stem)),
+                        "non_utf8",
+                        f"{os.fsencode(p).decode('utf-8', 'replace')}: the file name is not "
+                        "valid UTF-8; rename the file",
+                    )
+                )
+                continue
+            yield key_of(p), str(p)
+
+    store.insert("audio", audio_rows())
+    yield from bad_names
 
     def line_rows() -> Iterator[tuple]:
         for lineno, raw in iter_lines(tpath):
