@@ -19,6 +19,8 @@ import numpy as np
 import soundfile as sf
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
+# Float audio beyond this is garbage: scaled to the int16 range, its fbank power overflows.
+MAX_ABS_SAMPLE = 1e6
 
 
 class AudioError(Exception):
@@ -119,6 +121,13 @@ def read_audio_native(path_or_cmd: str) -> tuple[np.ndarray, int]:
         raise AudioError("empty_audio", f"{name}: no samples")
     if not np.isfinite(samples).all():
         raise AudioError("corrupt_audio", f"{name}: non-finite sample values")
+    peak = float(np.abs(samples).max())
+    if peak > MAX_ABS_SAMPLE:  # finite, but the power spectrum would overflow to inf/NaN
+        raise AudioError(
+            "corrupt_audio",
+            f"{name}: sample values up to {peak:.3g}, far outside [-1, 1] (limit "
+            f"{MAX_ABS_SAMPLE:g}); features would not be finite",
+        )
     return samples, int(rate)
 
 
