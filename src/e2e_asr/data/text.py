@@ -10,6 +10,7 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020
 _TOKEN_RE = re.compile(f"[{_CJK}]|[^\\s{_CJK}]+")
 _SPACE_RE = re.compile(r"\s+")
 _CASES = ("upper", "lower", "keep")
+_HIDDEN = ("Cc", "Cf")
 
 
 def to_halfwidth(text: str) -> str:
@@ -57,13 +58,16 @@ def normalize(
     remove_punct: bool = True,
     case: str = "upper",
 ) -> str:
-    """Normalise a transcript; whitespace is collapsed to single spaces.
+    """Normalise a transcript; control/format characters are dropped, whitespace collapsed.
 
     ``case`` applies to latin letters: ``upper`` (default, ESPnet Mandarin char lists use
     upper-case English), ``lower`` or ``keep``.
     """
     if case not in _CASES:
         raise ValueError(f"case must be one of {_CASES}, got {case!r}")
+    # control and format characters (NUL, ESC, DEL, zero-width space, BOM, bidi overrides)
+    # are never spoken; left in, they reach the Kaldi text file and become units
+    text = "".join(ch for ch in text if ch.isspace() or unicodedata.category(ch) not in _HIDDEN)
     if fullwidth_to_halfwidth:
         text = to_halfwidth(text)
     if remove_punct:
