@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from e2e_asr.model import build_model
+from e2e_asr.train.compile import compile_blocks
 from e2e_asr.train.config import load_train_config
 from e2e_asr.train.optimizer import build_optimizer
 from e2e_asr.train.scheduler import build_schedule
@@ -105,6 +106,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the blocks (train_config.compile)"
+    )
     a = p.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -112,6 +116,8 @@ def main() -> None:
     mc = cfg["model_config"]
     torch.manual_seed(0)
     model = build_model(mc, cfg["criterion_config"]).train()
+    if a.compile:
+        compile_blocks(model)
     opt = build_optimizer(model, cfg["opti_config"], {})
     sched = build_schedule(opt, cfg["opti_config"], step=25000)
     params = [q for q in model.parameters() if q.requires_grad]
@@ -130,8 +136,10 @@ def main() -> None:
         sched.step()
         return float(out["loss"].detach())
 
+    t_warm = time.perf_counter()
     for _ in range(a.warmup):
         step()
+    warmup_s = time.perf_counter() - t_warm
     times = []
     cpu0 = time.process_time()
     for _ in range(a.steps):
@@ -153,6 +161,8 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "params_M": round(n_params / 1e6, 2),
         "batch": f"{a.batch_size} x {a.frames} frames x {mc['idim']} dims, {a.tokens} tokens",
+        "compiled": a.compile,
+        "warmup_s": round(warmup_s, 1),
         "step_s": round(step_s, 3),
         "step_s_each": [round(t, 3) for t in times],
         "frames_per_s": round(a.batch_size * a.frames / step_s, 1),

@@ -108,6 +108,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "ddp_pad": "repeat",  # equal batches per rank: repeat the first batches, or drop the tail
     "ddp_timeout": 600,  # seconds a collective may wait before the process group gives up
     "dev_cer": True,  # CTC greedy CER on dev each epoch
+    "compile": False,  # torch.compile the encoder/decoder blocks (faster steps, slow start)
 }
 
 
@@ -118,7 +119,16 @@ TRANS_KEYS: dict[str, dict[str, Any]] = {
     "spec_sub": {"max_t": 30, "num_t_sub": 3, "prob": 1.0},
 }
 
-_BOOL_KEYS = {"shortest_first", "swap_io", "clean_data", "amp", "noam_restart", "dev_cer", "load"}
+_BOOL_KEYS = {
+    "shortest_first",
+    "swap_io",
+    "clean_data",
+    "amp",
+    "noam_restart",
+    "dev_cer",
+    "load",
+    "compile",
+}
 
 
 def _fill(section: str, given: Any, defaults: dict[str, Any], src: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from e2e_asr.data.specaug import SpecAugment
 from e2e_asr.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from e2e_asr.train import state as st
 from e2e_asr.train.compat import ModelSetup, setup_from_base, setup_from_scratch
+from e2e_asr.train.compile import compile_blocks
 from e2e_asr.train.config import apply_overrides, load_train_config
 from e2e_asr.train.data import draw_source, read_dev_json, read_source_jsons, read_train_jsons
 from e2e_asr.train.distributed import (
@@ -156,6 +157,9 @@ class Trainer:
         if self.resumed_state is None:
             st.seed_everything(self.seed * 1000 + info.rank)
 
+        if self.tc["compile"]:
+            n = compile_blocks(self.model)
+            log.info("train_config.compile: %d blocks compiled (first steps are slow)", n)
         if info.distributed:
             rate = float(self.cfg["criterion_config"]["rate"])
             self.ddp: torch.nn.Module = DDP(
