@@ -10,14 +10,15 @@ holds one; the reliability tests put this directory on ``PYTHONPATH`` and set
 ``RELIABILITY_KILL`` is ``point=NAME,key=value,…``:
 
 * ``point=update,step=K[,rank=R]``: right after optimizer update K (``Trainer._update``).
-* ``point=validation,call=N``: in the N-th validation of the process, after its first dev
-  batch has been scored.
+* ``point=validation,call=N[,rank=R]``: in the N-th validation of the process, after its
+  first dev batch has been scored.
 * ``point=save,name=FILE``: while ``torch.save`` writes FILE (``checkpoint.N``/``snapshot``):
   half of the bytes are in the temp file (flushed to disk), then SIGKILL.
 * ``point=feats,utt=N``: in a feature job, after its N-th utterance went into the ark.
 * ``point=merge``: while stage 1 writes ``feats.scp`` (after the first line).
 * ``point=json,call=N``: at the N-th closing of a stage-2 json file (before its rename).
 
+``action=raise`` raises RuntimeError there instead of the SIGKILL.
 ``group=1`` kills every process of the command (the runner, torchrun, every job, see
 ``die``); the default kills only this process.
 """
@@ -29,6 +30,7 @@ import importlib.machinery
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -61,7 +63,10 @@ def die(where: str) -> None:
     """SIGKILL this process; with ``group=1`` first every process of the command: the tree
     under ``RELIABILITY_ROOT`` (the test's child), including jobs that a runner started in
     their own sessions, as when a scheduler or the OOM killer ends the whole job."""
-    sys.stderr.write(f"reliability_inject: SIGKILL at {where} (pid {os.getpid()})\n")
+    now = f"t={time.time():.3f}"
+    if OPTS.get("action") == "raise":
+        raise RuntimeError(f"reliability_inject: failure injected at {where} ({now})")
+    sys.stderr.write(f"reliability_inject: SIGKILL at {where} (pid {os.getpid()}, {now})\n")
     sys.stderr.flush()
     root = os.environ.get("RELIABILITY_ROOT")
     if OPTS.get("group") == "1" and root:
@@ -106,8 +111,10 @@ def _patch_trainer(mod: ModuleType) -> None:
     elif point == "validation":
         orig_validate = mod.validate
 
+        rank = os.environ.get("RANK", "0")
+
         def validate(model: Any, batches: Any, *args: Any, **kwargs: Any) -> Any:
-            if _count("validation") != int(OPTS["call"]):
+            if _count("validation") != int(OPTS["call"]) or OPTS.get("rank", rank) != rank:
                 return orig_validate(model, batches, *args, **kwargs)
 
             def killing() -> Any:
@@ -115,7 +122,7 @@ def _patch_trainer(mod: ModuleType) -> None:
                     if i >= 1:
                         break
                     yield batch
-                die("validation, after the first dev batch")
+                die(f"validation, after the first dev batch (rank {rank})")
 
             return orig_validate(model, killing(), *args, **kwargs)
 
