@@ -141,11 +141,18 @@ def _set_cmvn(model: E2EModel, path: Path) -> None:
     try:
         mean, istd = read_cmvn(path)
     except FileNotFoundError as exc:
-        raise MismatchError(f"{path}: CMVN stats missing") from exc
+        raise MismatchError(
+            f"{path}: CMVN stats missing; run stage 2 (it writes cmvn.ark) or set "
+            "train_config.cmvn: base"
+        ) from exc
     except ValueError as exc:
         raise MismatchError(str(exc)) from exc
     if mean.shape[0] != model.idim:
-        raise MismatchError(f"{path}: CMVN dim {mean.shape[0]} but the model idim is {model.idim}")
+        raise MismatchError(
+            f"{path}: CMVN dim {mean.shape[0]} but the model idim is {model.idim}; the stats "
+            "come from other features: re-run stage 2 on features made with the model's "
+            "feature config"
+        )
     model.set_cmvn(torch.from_numpy(mean), torch.from_numpy(istd))
 
 
