@@ -15,7 +15,7 @@ import logging
 import os
 import pickle
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -74,6 +74,17 @@ def evil(tmp_path_factory: pytest.TempPathFactory) -> dict:
     write_data_dir(data, [Utterance("a", str(wav), "你好", "s")])
     json_dir = make_data_dir(tmp / "json", n_train=2, n_dev=1)
     return {"tmp": tmp, "marker": marker, "files": files, "data": data, "json": json_dir}
+
+
+@pytest.fixture(autouse=True)
+def _drop_training_log_handlers() -> Iterator[None]:
+    """run() logs to the stderr of the moment (capsys here): do not leave that handler."""
+    yield
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_e2e_asr_train", False):
+            root.removeHandler(h)
+            h.close()
 
 
 def _script(rel: str) -> ModuleType:
