@@ -176,6 +176,9 @@ def main() -> None:
         "matmul_peak_gflops": round(peak / 1e9, 2),
         "cpu_share_during_steps": round(cpu_share, 2),
         "mfu": round(achieved / peak, 3),
+        # the least-disturbed step: closest to what an idle machine gives
+        "mfu_best_step": round(flops_step / min(times) / peak, 3),
+        "frames_per_s_best_step": round(a.batch_size * a.frames / min(times), 1),
         # the same ratio per CPU second of this process: other load on the machine cancels
         "mfu_cpu_time": round((flops_step * a.steps / cpu_s) / peak_cpu, 3),
     }
