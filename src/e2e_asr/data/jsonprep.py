@@ -330,6 +330,9 @@ def prepare_json(
     finally:
         for fd in fds.values():
             fd.close()
+    # feature.yaml is written last and stage 3 refuses a directory without it: a run killed
+    # between the renames below cannot leave a mix of new and old json that looks complete
+    (out / "feature.yaml").unlink(missing_ok=True)
     for w in (*writers, dev_writer):
         w.close()
     for p in out.glob("train.*.json"):  # from an earlier run with a larger json_nj
