@@ -25,6 +25,7 @@ from e2e_asr.data.feature_jobs import prepare_state, run_job
 from e2e_asr.data.features import FeatureConfig
 from e2e_asr.data.jsonprep import prepare_json
 from e2e_asr.data.units import build_units, write_units
+from e2e_asr.train.compat import MismatchError, _load_feature_yaml
 
 N_UTTS = 6
 NJ = 2
@@ -176,6 +177,11 @@ def test_sigkilled_json_stage_rerun_is_complete_and_consistent(feats: dict) -> N
     rc, text = _run(_json_cmd(d, out, units, 3), tmp / "json.killed.out", "point=json,call=2")
     assert rc == -9 and "SIGKILL at closing json file 2" in text, text[-3000:]
     assert (out / "train.1.json").read_bytes() != old_train1
+    # the older train.2.json is still there, but the set is marked incomplete: stage 3
+    # refuses a json dir without feature.yaml (written last)
+    assert not (out / "feature.yaml").exists()
+    with pytest.raises(MismatchError, match="feature.yaml: missing"):
+        _load_feature_yaml(out / "feature.yaml")
     rc, text = _run(_json_cmd(d, out, units, 3), tmp / "json.rerun.out", None)
     assert rc == 0, text[-3000:]
     names = sorted(p.name for p in out.iterdir())
