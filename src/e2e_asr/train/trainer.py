@@ -40,6 +40,7 @@ from e2e_asr.train.distributed import (
 from e2e_asr.train.optimizer import apply_freeze, build_optimizer
 from e2e_asr.train.reporting import (
     Reporter,
+    close_logging,
     log,
     plot_curves,
     print_config,
@@ -141,6 +142,7 @@ class Trainer:
         self.start_batch = 0
         self.resumed_state: dict[str, Any] | None = None
         self.validation: dict[str, float] = {}
+        self._drop_partial_files()
         self._maybe_resume()
         # a finished run found by --resume: re-running the stage is a no-op, not an error
         self.finished = (
@@ -240,6 +242,16 @@ class Trainer:
                 "mix": [str(a.mix_json_dir.resolve()) if a.mix_json_dir else None, a.mix_ratio],
             }
         )
+
+    def _drop_partial_files(self) -> None:
+        """Temp files of checkpoints whose writing was killed: never trusted, but as large as
+        a checkpoint; remove them instead of letting every killed run add one."""
+        if not (self.info.is_main and self.exp_dir.is_dir()):
+            return
+        names = (".checkpoint.*.tmp", f".{st.SNAPSHOT_NAME}.*.tmp")
+        for p in [p for pattern in names for p in self.exp_dir.glob(pattern)]:
+            log.info("removing %s (left by a run killed while writing it)", p)
+            p.unlink(missing_ok=True)
 
     def _maybe_resume(self) -> None:
         a = self.args
@@ -637,4 +649,5 @@ def run(args: TrainArgs) -> int:
         if info is not None:
             with contextlib.suppress(Exception):
                 shutdown(info)
+        close_logging()
     return 0
