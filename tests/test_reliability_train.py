@@ -146,8 +146,11 @@ def test_sigkilled_training_rerun_equals_uninterrupted(runs: dict, name: str) ->
     assert_same_training_state(
         load_checkpoint(tmp / "ref" / "checkpoint.5"), load_checkpoint(exp / "checkpoint.5")
     )
-    # averaging and later stages only look at checkpoint.N: a temp file is not one of them
     assert sorted(p.name for p in exp.glob("checkpoint.*")) == ["checkpoint.4", "checkpoint.5"]
+    # the killed write's temp file is removed by the re-run (not kept, never trusted)
+    assert not list(exp.glob(".*.tmp"))
+    if name == "checkpoint_write":
+        assert "(left by a run killed while writing it)" in text
 
 
 def _flip_tensor_bytes(path: Path) -> None:
