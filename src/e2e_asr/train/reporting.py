@@ -23,18 +23,40 @@ TRAIN_LOG = "train_log.jsonl"
 PLOT_NAME = "train_curves.png"
 
 
-def setup_logging(is_main: bool, log_file: Path | None = None) -> None:
-    """INFO on rank 0 (console and ``log_file``), warnings only on the other ranks."""
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record, so a handler made
+    while stderr was redirected (pytest capture, a notebook) never writes to a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201 - the logging.StreamHandler attribute
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
+def close_logging() -> None:
+    """Remove and close the handlers ``setup_logging`` added (end of a run)."""
     root = logging.getLogger()
     for h in list(root.handlers):
-        if getattr(h, "_e2e_asr_train", False):  # ours from an earlier run in this process
+        if getattr(h, "_e2e_asr_train", False):
             root.removeHandler(h)
             h.close()
+
+
+def setup_logging(is_main: bool, log_file: Path | None = None) -> None:
+    """INFO on rank 0 (console and ``log_file``), warnings only on the other ranks."""
+    close_logging()  # ours from an earlier run in this process
+    root = logging.getLogger()
     rank = os.environ.get("RANK", "0")
     fmt = logging.Formatter(
         f"%(asctime)s | %(levelname)s | rank {rank} | %(message)s", "%Y-%m-%d %H:%M:%S"
     )
-    console = logging.StreamHandler(sys.stderr)
+    console = _CurrentStderr()
     console.setFormatter(fmt)
     console._e2e_asr_train = True  # type: ignore[attr-defined]
     root.addHandler(console)
