@@ -14,7 +14,12 @@ DIR holds train.{1..json_nj}.json, dev.json, units.txt, cmvn.ark, feature.yaml (
 With --base-model checkpoint.N the run trains epochs N+1..--epochs and writes
 EXP/checkpoint.{N+1..epochs}; EXP/snapshot every train_config.snapshot_interval updates;
 EXP/train_log.jsonl, EXP/train.log, EXP/tensorboard/, EXP/train_curves.png.
---resume auto (default) continues from the newest valid snapshot/checkpoint in EXP.
+--resume auto (default) continues from the newest valid snapshot/checkpoint in EXP (a
+corrupt one is skipped, named in the log; state written by a run with another config, data or
+base model is refused); --resume none starts over; --resume PATH continues that file.
+Re-running a finished run is a no-op. Mismatches between the base model and the data (feature
+dim/type, units, CMVN) stop the run before the first step. Exit status 0 = done, 1 = failed
+(the log names the failing rank), 2 = bad arguments.
 """
 
 from __future__ import annotations
