@@ -5,7 +5,8 @@
 * ``inject_env``: the environment that makes ``tests/reliability_inject/sitecustomize.py``
   SIGKILL the command at a named point (see that file).
 * ``small_disk``: a directory on a tiny tmpfs (disk full), or, where mounting is not
-  permitted, a per-process file-size limit (RLIMIT_FSIZE) as a filesystem-level simulation.
+  permitted (or ``RELIABILITY_NO_MOUNT=1``), a per-process file-size limit (RLIMIT_FSIZE) as
+  a filesystem-level simulation.
 """
 
 from __future__ import annotations
@@ -150,12 +151,10 @@ class SmallDisk:
 def small_disk(path: Path, size_kb: int) -> Iterator[SmallDisk]:
     """``path`` on a tmpfs of ``size_kb`` KiB; a RLIMIT_FSIZE simulation if mount fails."""
     path.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    cmd = ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)]
+    if os.environ.get("RELIABILITY_NO_MOUNT") == "1":  # to test the fallback where mount works
+        cmd = ["false"]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         print(f"small_disk: mount not permitted ({res.stderr.strip()}); RLIMIT_FSIZE instead")
         yield SmallDisk(path, "rlimit", size_kb * 1024)
