@@ -29,6 +29,9 @@ def make_data_dir(
     cfg = config or DataConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # left by a killed run: its key store (as large as the corpus' keys) and temp files
+    for p in [*out.glob(".stage0.*.sqlite"), *out.glob(".*.tmp")]:
+        p.unlink(missing_ok=True)
     report = ValidationReport()
     with KeyStore(out) as store:
         segmented = False
