@@ -24,6 +24,7 @@ from e2e_asr.data.espnet_json import read_utts
 from e2e_asr.data.feature_jobs import prepare_state, run_job
 from e2e_asr.data.features import FeatureConfig
 from e2e_asr.data.jsonprep import prepare_json
+from e2e_asr.data.prepare import make_data_dir
 from e2e_asr.data.units import build_units, write_units
 from e2e_asr.train.compat import MismatchError, _load_feature_yaml
 
@@ -203,3 +204,27 @@ def test_sigkilled_json_stage_rerun_is_complete_and_consistent(feats: dict) -> N
 def _run(cmd: list[str], out: Path, kill: str | None) -> tuple[int, str]:
     p = start(cmd, out, kill=kill)
     return finish(p), p.text
+
+
+def test_sigkilled_data_stage_rerun_equals_uninterrupted(tmp_path: Path) -> None:
+    """Stage 0 (steps/make_data.py) killed half-way through checking the audio, re-run."""
+    wavs = tmp_path / "wav"
+    for i in range(N_UTTS):
+        write_wav(wavs / f"u{i:02d}.wav", 0.6 + 0.1 * i, seed=i)
+    (wavs / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    transcript = tmp_path / "transcript.txt"
+    lines = [f"u{i:02d} {t}" for i, t in enumerate(TEXTS[:N_UTTS])] + ["broken 坏", "nowav 无"]
+    transcript.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    make_data_dir(ref, wav_dir=wavs, transcript=transcript)
+    cmd = [*py("make_data.py"), "--wav-dir", str(wavs), "--transcript", str(transcript),
+           "--out-dir", str(out)]  # fmt: skip
+    rc, text = _run(cmd, tmp_path / "killed.out", "point=probe,call=4")
+    assert rc == -9 and "SIGKILL at stage 0, probing audio file 4" in text, text
+    assert not (out / "wav.scp").exists() and not (out / "rejects.tsv").exists()
+    rc, text = _run(cmd, tmp_path / "rerun.out", None)
+    assert rc == 0 and f"{N_UTTS} accepted, 2 rejected" in text, text
+    names = sorted(p.name for p in ref.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == names  # no stale key store or temp file
+    for n in names:
+        assert filecmp.cmp(out / n, ref / n, shallow=False), n

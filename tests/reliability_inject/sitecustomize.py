@@ -17,6 +17,7 @@ holds one; the reliability tests put this directory on ``PYTHONPATH`` and set
 * ``point=feats,utt=N``: in a feature job, after its N-th utterance went into the ark.
 * ``point=merge``: while stage 1 writes ``feats.scp`` (after the first line).
 * ``point=json,call=N``: at the N-th closing of a stage-2 json file (before its rename).
+* ``point=probe,call=N``: in stage 0, when the N-th audio file is about to be checked.
 
 ``action=raise`` raises RuntimeError there instead of the SIGKILL.
 ``group=1`` kills every process of the command (the runner, torchrun, every job, see
@@ -205,7 +206,21 @@ def _patch_espnet_json(mod: ModuleType) -> None:
     mod.JsonWriter.close = close
 
 
+def _patch_validate(mod: ModuleType) -> None:
+    if OPTS.get("point") != "probe":
+        return
+    orig = mod.probe_audio
+
+    def probe_audio(*args: Any, **kwargs: Any) -> Any:
+        if _count("probe") == int(OPTS["call"]):
+            die(f"stage 0, probing audio file {_calls['probe']}")
+        return orig(*args, **kwargs)
+
+    mod.probe_audio = probe_audio
+
+
 PATCHES: dict[str, Callable[[ModuleType], None]] = {
+    "e2e_asr.data.validate": _patch_validate,
     "e2e_asr.train.trainer": _patch_trainer,
     "e2e_asr.model.checkpoint": _patch_checkpoint,
     "e2e_asr.data.feature_jobs": _patch_feature_jobs,
