@@ -45,11 +45,15 @@ decode_base=true             # also decode the base model, for the before/after 
 # ---- embedded demo ---------------------------------------------------------------------
 demo_dir=exp/demo
 demo_finetune_epochs=8       # demo: epochs of fine-tuning after the base model's last epoch
+demo_base_config=            # demo base training yaml (empty: local/demo/prepare_base.sh's)
+demo_base_epochs=            # demo base pretraining epochs (empty: prepare_base.sh's)
+demo_corpus_opts=            # extra local/demo/make_corpus.py options, e.g. sizes
 
 recipe_vars=(stage stop_stage wav_dir transcript dev_wav_dir dev_transcript test_sets base_model
   output_dir exp_dir data_config feat_config augment_config num_utt_percent json_nj nj
   extend_units train_config num_gpu torchrun_opts epochs resume source_json_dir source_mix_ratio
-  avg_start avg_end avg_num decode_config decode_mode decode_base demo_dir demo_finetune_epochs)
+  avg_start avg_end avg_num decode_config decode_mode decode_base demo_dir demo_finetune_epochs
+  demo_base_config demo_base_epochs demo_corpus_opts)
 recipe_stages=("-1: demo (only without wav_dir/base_model): synthetic corpus + base model, cached"
   "0: data      wav_dir + transcript -> Kaldi data dirs + rejects.tsv"
   "1: features  feats.scp / utt2num_frames (kaldiio arks), nj parallel jobs"
@@ -106,7 +110,11 @@ require_step() {  # a stage whose script is missing says so and stops
 
 if $demo && run_stage -1 demo; then
   require_step local/demo/prepare_base.sh
-  local/demo/prepare_base.sh --demo-dir "$demo_dir" --nj "$nj"
+  demo_opts=()
+  [ -z "$demo_base_config" ] || demo_opts+=(--base-config "$demo_base_config")
+  [ -z "$demo_base_epochs" ] || demo_opts+=(--base-epochs "$demo_base_epochs")
+  [ -z "$demo_corpus_opts" ] || demo_opts+=(--corpus-opts "$demo_corpus_opts")
+  local/demo/prepare_base.sh --demo-dir "$demo_dir" --nj "$nj" "${demo_opts[@]}"
   end_stage
 fi
 if $demo && [ "$stop_stage" -ge 0 ] && [ "$stage" -le 6 ]; then

@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             elapsed = time.time() - started
             log.write(f"#\n# Accounting: time={elapsed:.0f} threads=1\n"
-                      f"# Ended (code {code}) at {time.ctime()}, elapsed time {elapsed:.1f} seconds\n")
+                      f"# Ended (code {code}) at {time.ctime()}, "
+                      f"elapsed time {elapsed:.1f} seconds\n")
             log.close()
             del running[index]
             if code != 0:
