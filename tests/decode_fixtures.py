@@ -7,21 +7,17 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from model_fixtures import tiny_model_config
 
 from e2e_asr.model import build_model
 from e2e_asr.model.checkpoint import save_checkpoint
 
-MC = dict(
-    idim=20,
+MC = tiny_model_config(
     odim=22,
     encoder_attention_dim=32,
-    encoder_attention_heads=2,
     encoder_linear_units=64,
-    encoder_num_blocks=2,
     decoder_attention_dim=32,
-    decoder_attention_heads=2,
     decoder_linear_units=64,
-    decoder_num_block=2,
 )
 UNITS = ["<blank>", "<unk>", *"一二三四五六七八九十百千万亿零abcd", "<sos/eos>"]
 _CACHE: dict[str, Path] = {}

@@ -9,21 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_fixtures import tiny_model_config
 
 from e2e_asr.export.average import AverageError, average_checkpoints
 from e2e_asr.model import build_model
 from e2e_asr.model.checkpoint import load_checkpoint, load_model, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-MC = dict(
+MC = tiny_model_config(
     idim=8,
     odim=12,
-    encoder_attention_dim=16,
-    encoder_attention_heads=2,
     encoder_linear_units=16,
     encoder_num_blocks=1,
-    decoder_attention_dim=16,
-    decoder_attention_heads=2,
     decoder_linear_units=16,
     decoder_num_block=1,
 )

@@ -5,6 +5,7 @@ import pickle
 
 import pytest
 import torch
+from model_fixtures import tiny_model_config
 
 from e2e_asr.model import build_model
 from e2e_asr.model.checkpoint import (
@@ -15,18 +16,7 @@ from e2e_asr.model.checkpoint import (
     save_checkpoint,
 )
 
-MC = dict(
-    idim=20,
-    odim=10,
-    encoder_attention_dim=16,
-    encoder_attention_heads=2,
-    encoder_linear_units=32,
-    encoder_num_blocks=1,
-    decoder_attention_dim=16,
-    decoder_attention_heads=2,
-    decoder_linear_units=32,
-    decoder_num_block=1,
-)
+MC = tiny_model_config(encoder_num_blocks=1, decoder_num_block=1)
 CC = {"rate": 0.3, "smoothing": 0.1}
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_fixtures import tiny_model_config
 
 from e2e_asr.data.cmvn import write_cmvn
 from e2e_asr.model import build_model
@@ -71,16 +72,11 @@ def espnet1_args(conformer: bool, **over) -> dict:
 
 def our_model(conformer: bool, seed: int = 0):
     torch.manual_seed(seed)
-    mc = dict(
+    mc = tiny_model_config(
         idim=IDIM,
         odim=ODIM,
         encoder_type="conformer" if conformer else "transformer",
-        encoder_attention_dim=16,
-        encoder_attention_heads=2,
         encoder_linear_units=24,
-        encoder_num_blocks=2,
-        decoder_attention_dim=16,
-        decoder_attention_heads=2,
         decoder_linear_units=24,
         decoder_num_block=1,
     )

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from model_fixtures import tiny_model_config
 
 from e2e_asr.model import build_model
 from e2e_asr.model.checkpoint import load_model
@@ -35,16 +36,11 @@ TOKENS = ["<blank>", "<unk>", "你", "好", "世", "界", "<sos/eos>"]
 
 def our_model(conformer: bool):
     torch.manual_seed(1)
-    mc = dict(
+    mc = tiny_model_config(
         idim=IDIM,
         odim=len(TOKENS),
         encoder_type="conformer" if conformer else "transformer",
-        encoder_attention_dim=16,
-        encoder_attention_heads=2,
         encoder_linear_units=24,
-        encoder_num_blocks=2,
-        decoder_attention_dim=16,
-        decoder_attention_heads=2,
         decoder_linear_units=24,
         decoder_num_block=1,
         encoder_input_layer="conv2d6" if conformer else "conv2d",

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from model_fixtures import tiny_model_config
 
 from e2e_asr.model import build_model
 from e2e_asr.model.checkpoint import load_model
@@ -37,18 +38,12 @@ UNITS = ["<blank>", "<unk>", "啊", "吧", "从", "的", "<sos/eos>"]
 
 def our_model(conformer: bool, input_layer: str):
     torch.manual_seed(2)
-    mc = dict(
+    mc = tiny_model_config(
         idim=IDIM,
         odim=len(UNITS),
         encoder_type="conformer" if conformer else "transformer",
-        encoder_attention_dim=16,
-        encoder_attention_heads=2,
         encoder_linear_units=24,
-        encoder_num_blocks=2,
-        decoder_attention_dim=16,
-        decoder_attention_heads=2,
         decoder_linear_units=24,
-        decoder_num_block=2,
         encoder_input_layer=input_layer,
     )
     if conformer:

@@ -2,24 +2,13 @@
 
 import pytest
 import torch
+from model_fixtures import tiny_model_config
 
 from e2e_asr.model import add_sos_eos, build_model
 
 
 def tiny(rate=0.3, **kw):
-    mc = dict(
-        idim=20,
-        odim=10,
-        encoder_attention_dim=16,
-        encoder_attention_heads=2,
-        encoder_linear_units=32,
-        encoder_num_blocks=2,
-        decoder_attention_dim=16,
-        decoder_attention_heads=2,
-        decoder_linear_units=32,
-        decoder_num_block=2,
-    )
-    mc.update(kw)
+    mc = tiny_model_config(**kw)
     torch.manual_seed(0)
     return build_model(mc, {"rate": rate, "smoothing": 0.1})
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from model_fixtures import tiny_model_config
 
 from e2e_asr.model import add_sos_eos, build_model
 from e2e_asr.model.attention import rel_shift
@@ -19,19 +20,7 @@ ESPNET_LENGTHS = {  # the formulas as ESPnet writes them
 
 
 def tiny(**kw):
-    mc = dict(
-        idim=20,
-        odim=10,
-        encoder_attention_dim=16,
-        encoder_attention_heads=2,
-        encoder_linear_units=32,
-        encoder_num_blocks=2,
-        decoder_attention_dim=16,
-        decoder_attention_heads=2,
-        decoder_linear_units=32,
-        decoder_num_block=2,
-    )
-    mc.update(kw)
+    mc = tiny_model_config(**kw)
     return build_model(mc, {"rate": 0.3, "smoothing": 0.1})
 
 

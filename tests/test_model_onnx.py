@@ -5,6 +5,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from model_fixtures import tiny_model_config
 from torch import nn
 
 from e2e_asr.model import build_model
@@ -16,19 +17,7 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 def tiny(**kw):
-    mc = dict(
-        idim=20,
-        odim=10,
-        encoder_attention_dim=16,
-        encoder_attention_heads=2,
-        encoder_linear_units=32,
-        encoder_num_blocks=2,
-        decoder_attention_dim=16,
-        decoder_attention_heads=2,
-        decoder_linear_units=32,
-        decoder_num_block=2,
-    )
-    mc.update(kw)
+    mc = tiny_model_config(**kw)
     torch.manual_seed(0)
     model = build_model(mc, {"rate": 0.3})
     model.set_cmvn(torch.randn(20), torch.rand(20) + 0.5)

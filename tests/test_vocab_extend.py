@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from model_fixtures import tiny_model_config
 
 from e2e_asr.model import build_model
 from e2e_asr.model.checkpoint import load_model
@@ -15,15 +16,10 @@ from e2e_asr.model.vocab import (
 OLD = ["<blank>", "<unk>", "你", "好", "世", "界", "<sos/eos>"]
 ADDED = ["鲸", "鲨", "鳄"]
 NEW = OLD[:-1] + ADDED + ["<sos/eos>"]
-MC = dict(
-    idim=20,
+MC = tiny_model_config(
     odim=len(OLD),
-    encoder_attention_dim=16,
-    encoder_attention_heads=2,
     encoder_linear_units=24,
     encoder_num_blocks=1,
-    decoder_attention_dim=16,
-    decoder_attention_heads=2,
     decoder_linear_units=24,
     decoder_num_block=1,
 )
