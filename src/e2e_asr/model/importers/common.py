@@ -229,6 +229,76 @@ def stats_to_cmvn(
     )
 
 
+def global_cmvn(
+    mean: torch.Tensor, istd: torch.Tensor, source: str, note: str
+) -> dict[str, tuple[torch.Tensor, str, str]]:
+    """`map_state_dict`'s `provided` entries for our CMVN buffers, both from one source."""
+    return {"global_cmvn.mean": (mean, source, note), "global_cmvn.istd": (istd, source, note)}
+
+
+def conf_model_config(
+    idim: int,
+    odim: int,
+    arch: str,
+    enc: dict[str, Any],
+    dec: dict[str, Any],
+    ctc_dropout: float,
+) -> dict[str, Any]:
+    """Our model_config from ESPnet2/WeNet `encoder_conf`/`decoder_conf` (defaults filled in).
+
+    Both toolkits make the decoder as wide as the encoder's output size. A Conformer's own
+    settings are added with `conformer_options`.
+    """
+    d = int(enc["output_size"])
+    return {
+        "idim": idim,
+        "odim": odim,
+        "encoder_type": arch,
+        "encoder_attention_dim": d,
+        "encoder_attention_heads": int(enc["attention_heads"]),
+        "encoder_linear_units": int(enc["linear_units"]),
+        "encoder_num_blocks": int(enc["num_blocks"]),
+        "encoder_input_layer": enc["input_layer"],
+        "encoder_dropout_rate": float(enc["dropout_rate"]),
+        "encoder_attention_dropout_rate": float(enc["attention_dropout_rate"]),
+        "decoder_attention_dim": d,
+        "decoder_attention_heads": int(dec["attention_heads"]),
+        "decoder_linear_units": int(dec["linear_units"]),
+        "decoder_num_block": int(dec["num_blocks"]),
+        "decoder_dropout_rate": float(dec["dropout_rate"]),
+        "decoder_self_attention_dropout_rate": float(dec["self_attention_dropout_rate"]),
+        "decoder_src_attention_dropout_rate": float(dec["src_attention_dropout_rate"]),
+        "ctc_dropout": ctc_dropout,
+        "positional_dropout_rate": float(enc["positional_dropout_rate"]),
+    }
+
+
+def conformer_options(enc: dict[str, Any], pos_enc_layer_type: str) -> dict[str, Any]:
+    """The Conformer part of our model_config from an ESPnet2/WeNet `encoder_conf`."""
+    return {
+        "pos_enc_layer_type": pos_enc_layer_type,
+        "macaron_style": bool(enc["macaron_style"]),
+        "use_cnn_module": bool(enc["use_cnn_module"]),
+        "cnn_module_kernel": int(enc["cnn_module_kernel"]),
+    }
+
+
+def conf_criterion_config(
+    model_conf: dict[str, Any], odim: int, where: str, no_ctc: str
+) -> dict[str, Any]:
+    """Our criterion_config from an ESPnet2/WeNet `model_conf`; `no_ctc` says why a CTC
+    weight of 0 is refused."""
+    ctc_weight = float(model_conf.get("ctc_weight", 0.5))
+    if ctc_weight == 0.0:
+        raise BaseModelImportError(f"{where}: model_conf.ctc_weight = 0, {no_ctc}")
+    return {
+        "size": odim,
+        "rate": ctc_weight,
+        "smoothing": float(model_conf.get("lsm_weight", 0.0)),
+        "length_normalized_loss": bool(model_conf.get("length_normalized_loss", False)),
+    }
+
+
 def check_unit_list(units: list[str], where: str) -> list[str]:
     """The project's unit layout (<blank> 0, <unk> 1, <sos/eos> last, no duplicates)."""
     try:

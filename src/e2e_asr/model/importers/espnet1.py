@@ -24,6 +24,7 @@ from e2e_asr.model.importers.common import (
     as_state_dict,
     check_unit_list,
     find_beside,
+    global_cmvn,
     load_torch_file,
     map_state_dict,
     unsupported,
@@ -179,15 +180,13 @@ def import_espnet1(
         epoch = int(m.group(1))
     state = as_state_dict(obj, src)
     warnings: list[str] = []
-    provided: dict[str, tuple[torch.Tensor, str, str]] = {}
     if cmvn is not None:
         mean, istd = read_cmvn(cmvn)
         note = "Kaldi global stats -> mean / inverse std"
-        provided["global_cmvn.mean"] = (torch.from_numpy(mean), str(cmvn), note)
-        provided["global_cmvn.istd"] = (torch.from_numpy(istd), str(cmvn), note)
+        provided = global_cmvn(torch.from_numpy(mean), torch.from_numpy(istd), str(cmvn), note)
     else:
-        provided["global_cmvn.mean"] = (torch.zeros(idim), "-", "identity: no --cmvn given")
-        provided["global_cmvn.istd"] = (torch.ones(idim), "-", "identity: no --cmvn given")
+        note = "identity: no --cmvn given"
+        provided = global_cmvn(torch.zeros(idim), torch.ones(idim), "-", note)
         warnings.append(
             "no --cmvn given: the model gets identity CMVN, but ESPnet1 models expect features "
             "normalised with the recipe's cmvn.ark (data/<train_set>/cmvn.ark); pass it"

@@ -22,7 +22,11 @@ from e2e_asr.model.importers.common import (
     ReportRow,
     as_state_dict,
     check_unit_list,
+    conf_criterion_config,
+    conf_model_config,
+    conformer_options,
     find_beside,
+    global_cmvn,
     load_torch_file,
     map_state_dict,
     stats_to_cmvn,
@@ -115,28 +119,8 @@ def convert_config(
     for name, value, ok in checks:
         if value != ok:
             raise unsupported(where, name, value, repr(ok))
-    mc: dict[str, Any] = {
-        "idim": idim,
-        "odim": odim,
-        "encoder_type": arch,
-        "encoder_attention_dim": int(enc["output_size"]),
-        "encoder_attention_heads": int(enc["attention_heads"]),
-        "encoder_linear_units": int(enc["linear_units"]),
-        "encoder_num_blocks": int(enc["num_blocks"]),
-        "encoder_input_layer": enc["input_layer"],
-        "encoder_dropout_rate": float(enc["dropout_rate"]),
-        "encoder_attention_dropout_rate": float(enc["attention_dropout_rate"]),
-        # ESPnet2's decoder width is the encoder's output size
-        "decoder_attention_dim": int(enc["output_size"]),
-        "decoder_attention_heads": int(dec["attention_heads"]),
-        "decoder_linear_units": int(dec["linear_units"]),
-        "decoder_num_block": int(dec["num_blocks"]),
-        "decoder_dropout_rate": float(dec["dropout_rate"]),
-        "decoder_self_attention_dropout_rate": float(dec["self_attention_dropout_rate"]),
-        "decoder_src_attention_dropout_rate": float(dec["src_attention_dropout_rate"]),
-        "ctc_dropout": float((cfg.get("ctc_conf") or {}).get("dropout_rate", 0.0)),
-        "positional_dropout_rate": float(enc["positional_dropout_rate"]),
-    }
+    ctc_dropout = float((cfg.get("ctc_conf") or {}).get("dropout_rate", 0.0))
+    mc = conf_model_config(idim, odim, arch, enc, dec, ctc_dropout)
     if arch == "conformer":
         pos, att = enc["pos_enc_layer_type"], enc["selfattention_layer_type"]
         if pos == "rel_pos" and enc["rel_pos_type"] != "latest":
@@ -156,22 +140,8 @@ def convert_config(
         act = enc["activation_type"]
         if act != "swish":
             raise unsupported(where, "encoder_conf.activation_type", act, "swish")
-        mc.update(
-            pos_enc_layer_type=pos,
-            macaron_style=bool(enc["macaron_style"]),
-            use_cnn_module=bool(enc["use_cnn_module"]),
-            cnn_module_kernel=int(enc["cnn_module_kernel"]),
-        )
-    model_conf = cfg.get("model_conf") or {}
-    ctc_weight = float(model_conf.get("ctc_weight", 0.5))
-    if ctc_weight == 0.0:
-        raise BaseModelImportError(f"{where}: model_conf.ctc_weight = 0, the model has no CTC")
-    cc = {
-        "size": odim,
-        "rate": ctc_weight,
-        "smoothing": float(model_conf.get("lsm_weight", 0.0)),
-        "length_normalized_loss": bool(model_conf.get("length_normalized_loss", False)),
-    }
+        mc.update(conformer_options(enc, pos))
+    cc = conf_criterion_config(cfg.get("model_conf") or {}, odim, where, "the model has no CTC")
     return arch, mc, cc
 
 
@@ -280,8 +250,7 @@ def import_espnet2(
             istd, how = torch.ones(idim), "norm_vars: false"
         provided["global_cmvn.istd"] = (istd, origin, how)
     elif normalize is None:
-        provided["global_cmvn.mean"] = (torch.zeros(idim), "-", "no normalize in config")
-        provided["global_cmvn.istd"] = (torch.ones(idim), "-", "no normalize in config")
+        provided = global_cmvn(torch.zeros(idim), torch.ones(idim), "-", "no normalize in config")
     else:
         raise unsupported(where, "normalize", normalize, "global_mvn or none")
 

@@ -29,7 +29,11 @@ from e2e_asr.model.importers.common import (
     ImportResult,
     ReportRow,
     as_state_dict,
+    conf_criterion_config,
+    conf_model_config,
+    conformer_options,
     find_beside,
+    global_cmvn,
     load_torch_file,
     map_state_dict,
     stats_to_cmvn,
@@ -169,45 +173,10 @@ def convert_config(
     for name, value, ok in checks:
         if value != ok:
             raise unsupported(where, name, value, repr(ok))
-    d = int(enc["output_size"])
-    mc: dict[str, Any] = {
-        "idim": idim,
-        "odim": odim,
-        "encoder_type": arch,
-        "encoder_attention_dim": d,
-        "encoder_attention_heads": int(enc["attention_heads"]),
-        "encoder_linear_units": int(enc["linear_units"]),
-        "encoder_num_blocks": int(enc["num_blocks"]),
-        "encoder_input_layer": enc["input_layer"],
-        "encoder_dropout_rate": float(enc["dropout_rate"]),
-        "encoder_attention_dropout_rate": float(enc["attention_dropout_rate"]),
-        "decoder_attention_dim": d,  # WeNet's decoder width is the encoder's output size
-        "decoder_attention_heads": int(dec["attention_heads"]),
-        "decoder_linear_units": int(dec["linear_units"]),
-        "decoder_num_block": int(dec["num_blocks"]),
-        "decoder_dropout_rate": float(dec["dropout_rate"]),
-        "decoder_self_attention_dropout_rate": float(dec["self_attention_dropout_rate"]),
-        "decoder_src_attention_dropout_rate": float(dec["src_attention_dropout_rate"]),
-        "ctc_dropout": 0.0,
-        "positional_dropout_rate": float(enc["positional_dropout_rate"]),
-    }
+    mc = conf_model_config(idim, odim, arch, enc, dec, ctc_dropout=0.0)
     if arch == "conformer":
-        mc.update(
-            pos_enc_layer_type="abs_pos",
-            macaron_style=bool(enc["macaron_style"]),
-            use_cnn_module=bool(enc["use_cnn_module"]),
-            cnn_module_kernel=int(enc["cnn_module_kernel"]),
-        )
-    model_conf = cfg.get("model_conf") or {}
-    ctc_weight = float(model_conf.get("ctc_weight", 0.5))
-    if ctc_weight == 0.0:
-        raise BaseModelImportError(f"{where}: model_conf.ctc_weight = 0, the CTC is untrained")
-    cc = {
-        "size": odim,
-        "rate": ctc_weight,
-        "smoothing": float(model_conf.get("lsm_weight", 0.0)),
-        "length_normalized_loss": bool(model_conf.get("length_normalized_loss", False)),
-    }
+        mc.update(conformer_options(enc, "abs_pos"))
+    cc = conf_criterion_config(cfg.get("model_conf") or {}, odim, where, "the CTC is untrained")
     return arch, mc, cc
 
 
@@ -295,11 +264,10 @@ def import_wenet(
                 is_json = path.read_bytes()[:1] == b"{"
             mean, istd = read_wenet_cmvn(path, is_json)
             how = "mean_stat/var_stat/frame_num -> mean, 1/std"
-            provided["global_cmvn.mean"] = (mean, str(path), how)
-            provided["global_cmvn.istd"] = (istd, str(path), how)
+            provided = global_cmvn(mean, istd, str(path), how)
         else:
-            provided["global_cmvn.mean"] = (torch.zeros(idim), "-", "identity: no CMVN found")
-            provided["global_cmvn.istd"] = (torch.ones(idim), "-", "identity: no CMVN found")
+            note = "identity: no CMVN found"
+            provided = global_cmvn(torch.zeros(idim), torch.ones(idim), "-", note)
             warnings.append("no CMVN in the weights and no global_cmvn file: identity CMVN")
 
     renames = {}
