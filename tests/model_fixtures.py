@@ -1,8 +1,15 @@
-"""The tiny model config the tests build their models from; each test overrides what it needs."""
+"""The tiny model config the tests build their models from; each test overrides what it needs.
+
+`one_thread` is an autouse fixture: a test module that imports it runs each of its tests on
+one torch thread.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
+import torch
 
 
 def tiny_model_config(**overrides: Any) -> dict[str, Any]:
@@ -24,3 +31,12 @@ def tiny_model_config(**overrides: Any) -> dict[str, Any]:
     )
     mc.update(overrides)
     return mc
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: extra threads only contend on a shared machine; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

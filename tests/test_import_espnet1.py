@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_fixtures import tiny_model_config
+from model_fixtures import one_thread, tiny_model_config  # noqa: F401 (autouse fixture)
 
 from e2e_asr.data.cmvn import write_cmvn
 from e2e_asr.model import build_model
@@ -23,16 +23,6 @@ from e2e_asr.model.importers import BaseModelImportError, import_base_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "steps"))
 import import_base_model as step  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: extra threads only contend on a shared machine; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 IDIM, ODIM = 40, 9
 CHARS = ["<blank>", "<unk>", "你", "好", "世", "界", "中", "国", "<eos>"]

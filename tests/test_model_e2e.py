@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from model_fixtures import tiny_model_config
+from model_fixtures import one_thread, tiny_model_config  # noqa: F401 (autouse fixture)
 
 from e2e_asr.model import add_sos_eos, build_model
 
@@ -100,16 +100,6 @@ def test_accuracy_counts_eos_and_ignores_padding():
         pred = model.decoder_logprobs(ys_in, ys_in_lens, enc, enc_lens).argmax(-1)
         expected = float((pred[0, :3] == ys_out[0, :3]).float().mean())
         assert float(model(feats, lens, ys)["acc"]) == pytest.approx(expected)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny ops gain nothing from a second thread, and on a shared machine every op would
-    # wait for the slower of two threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("kw", ENCODERS[:2], ids=["transformer", "conformer"])

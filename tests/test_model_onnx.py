@@ -5,7 +5,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from model_fixtures import tiny_model_config
+from model_fixtures import one_thread, tiny_model_config  # noqa: F401 (autouse fixture)
 from torch import nn
 
 from e2e_asr.model import build_model
@@ -22,14 +22,6 @@ def tiny(**kw):
     model = build_model(mc, {"rate": 0.3})
     model.set_cmvn(torch.randn(20), torch.rand(20) + 0.5)
     return model.eval()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class EncoderCTC(nn.Module):
