@@ -24,7 +24,7 @@ utterances just before the batch, so the batch set is a pure function of the dat
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -129,56 +129,55 @@ def _by_seq(keys: list[str], utts: Utts, jc: dict[str, Any]) -> list[list[str]]:
     return batches
 
 
+def _greedy(
+    keys: list[str], utts: Utts, min_size: int, over: Callable[[int, int, int], bool]
+) -> list[list[str]]:
+    """Batches grown one utterance at a time until ``over(B, max_ilen, max_olen)`` (a batch
+    takes at least one utterance), then raised to ``min_size``: ``count`` bin and frame."""
+    batches: list[list[str]] = []
+    start = 0
+    while start < len(keys):
+        size = 0
+        max_i = max_o = 0
+        while start + size < len(keys):
+            info = utts[keys[start + size]]
+            mi, mo = max(max_i, ilen(info)), max(max_o, olen(info))
+            if size > 0 and over(size + 1, mi, mo):
+                break
+            max_i, max_o = mi, mo
+            size += 1
+        size = max(size, min_size)
+        batches.append(keys[start : start + size])
+        start += size
+    return batches
+
+
 def _by_bin(keys: list[str], utts: Utts, jc: dict[str, Any]) -> list[list[str]]:
     if jc["batch_bins"] <= 0:
         raise ValueError("jconfig: count bin needs batch_bins > 0")
     first = utts[keys[0]]
     idim = int(first["input"][0]["shape"][1])
     odim = int(first["output"][0]["shape"][1])
-    batches: list[list[str]] = []
-    start = 0
-    while start < len(keys):
-        size = 0
-        max_i = max_o = 0
-        while start + size < len(keys):
-            info = utts[keys[start + size]]
-            mi, mo = max(max_i, ilen(info)), max(max_o, olen(info))
-            if (size + 1) * (mi * idim + mo * odim) > jc["batch_bins"] and size > 0:
-                break
-            max_i, max_o = mi, mo
-            size += 1
-        size = max(size, jc["min_batch_size"])
-        batches.append(keys[start : start + size])
-        start += size
-    return batches
+
+    def over(b: int, mi: int, mo: int) -> bool:
+        return b * (mi * idim + mo * odim) > jc["batch_bins"]
+
+    return _greedy(keys, utts, jc["min_batch_size"], over)
 
 
 def _by_frame(keys: list[str], utts: Utts, jc: dict[str, Any]) -> list[list[str]]:
     lim_i, lim_o, lim_io = jc["batch_frames_in"], jc["batch_frames_out"], jc["batch_frames_inout"]
     if lim_i <= 0 and lim_o <= 0 and lim_io <= 0:
         raise ValueError("jconfig: count frame needs batch_frames_in/out/inout > 0")
-    batches: list[list[str]] = []
-    start = 0
-    while start < len(keys):
-        size = 0
-        max_i = max_o = 0
-        while start + size < len(keys):
-            info = utts[keys[start + size]]
-            mi, mo = max(max_i, ilen(info)), max(max_o, olen(info))
-            b = size + 1
-            over = (
-                (lim_i > 0 and b * mi > lim_i)
-                or (lim_o > 0 and b * mo > lim_o)
-                or (lim_io > 0 and b * (mi + mo) > lim_io)
-            )
-            if over and size > 0:
-                break
-            max_i, max_o = mi, mo
-            size += 1
-        size = max(size, jc["min_batch_size"])
-        batches.append(keys[start : start + size])
-        start += size
-    return batches
+
+    def over(b: int, mi: int, mo: int) -> bool:
+        return (
+            (lim_i > 0 and b * mi > lim_i)
+            or (lim_o > 0 and b * mo > lim_o)
+            or (lim_io > 0 and b * (mi + mo) > lim_io)
+        )
+
+    return _greedy(keys, utts, jc["min_batch_size"], over)
 
 
 def _top_up(batches: list[list[str]], keys: list[str], min_size: int) -> None:
