@@ -6,8 +6,8 @@ import onnxruntime as ort
 import pytest
 import torch
 from model_fixtures import one_thread, tiny_model_config  # noqa: F401 (autouse fixture)
-from torch import nn
 
+from e2e_asr.export.onnx_export import DecoderGraph, EncoderGraph
 from e2e_asr.model import build_model
 
 # The classic exporter is deprecated upstream but is the one export/ uses (dynamo=False).
@@ -22,25 +22,6 @@ def tiny(**kw):
     model = build_model(mc, {"rate": 0.3})
     model.set_cmvn(torch.randn(20), torch.rand(20) + 0.5)
     return model.eval()
-
-
-class EncoderCTC(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, feats, feat_lens):
-        enc, enc_lens = self.model.encode(feats, feat_lens)
-        return enc, enc_lens, self.model.ctc_log_probs(enc)
-
-
-class Decoder(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, ys_in, ys_in_lens, enc, enc_lens):
-        return self.model.decoder_logprobs(ys_in, ys_in_lens, enc, enc_lens)
 
 
 def export(module, args, names, outputs, dynamic, path):
@@ -66,7 +47,7 @@ def export(module, args, names, outputs, dynamic, path):
 )
 def test_encoder_onnx_parity_at_other_lengths(tmp_path, kw):
     model = tiny(**kw)
-    wrapper = EncoderCTC(model).eval()  # export restores the wrapper's mode recursively
+    wrapper = EncoderGraph(model).eval()  # export restores the wrapper's mode recursively
     sess = export(
         wrapper,
         (torch.randn(2, 64, 20), torch.tensor([64, 50])),
@@ -95,7 +76,7 @@ def test_encoder_onnx_parity_at_other_lengths(tmp_path, kw):
 
 def test_decoder_onnx_parity_at_other_lengths(tmp_path):
     model = tiny()
-    wrapper = Decoder(model).eval()
+    wrapper = DecoderGraph(model).eval()
     enc, enc_lens = model.encode(torch.randn(2, 64, 20), torch.tensor([64, 50]))
     sess = export(
         wrapper,
