@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -122,3 +123,12 @@ def test_run_sh_own_data_needs_a_base_model(tmp_path: Path) -> None:
     out = run_cmd(["./run.sh", "--stage", "0", "--wav-dir", str(tmp_path),
                    "--exp-dir", str(tmp_path / "exp")])
     assert out.returncode != 0 and "--base-model" in out.stderr
+
+
+def test_recipe_scripts_are_executable() -> None:
+    # run.sh and the stages call scripts by name through PATH: a lost +x bit breaks a fresh clone
+    scripts = [*REPO.glob("steps/*.py"), *REPO.glob("utils/*.py"), *REPO.glob("utils/*.sh"),
+               *REPO.glob("local/**/*.sh"), REPO / "run.sh", REPO / "tools/setup.sh",
+               REPO / "tests/run.sh", REPO / ".ci/run"]
+    not_executable = [str(p.relative_to(REPO)) for p in scripts if not os.access(p, os.X_OK)]
+    assert not not_executable, f"not executable: {not_executable}"
