@@ -22,7 +22,10 @@ SEED_CRITERION_NAMES = {
 }
 SUBSAMPLING_LAYERS = ("conv2d", "conv2d6", "conv2d8")
 ENCODER_TYPES = ("transformer", "conformer")
-POS_ENC_TYPES = ("abs_pos", "rel_pos")
+# rel_pos: ESPnet "latest"; legacy_rel_pos: ESPnet's older LegacyRelPosition* pair (ESPnet2's
+# default rel_pos_type); wenet_rel_pos: WeNet's rel_pos (absolute key positions, no rel_shift).
+POS_ENC_TYPES = ("abs_pos", "rel_pos", "legacy_rel_pos", "wenet_rel_pos")
+REL_POS_TYPES = POS_ENC_TYPES[1:]
 
 
 def _check_keys(cls: type, d: dict[str, Any], section: str) -> None:
@@ -88,6 +91,8 @@ class ModelConfig:
     macaron_style: bool = True
     use_cnn_module: bool = True
     pos_enc_layer_type: str | None = None  # default: abs_pos (transformer) / rel_pos (conformer)
+    # LayerNorm epsilon of every block: ESPnet's 1e-12; WeNet imports set WeNet's 1e-5.
+    layer_norm_eps: float = 1e-12
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
@@ -119,8 +124,11 @@ class ModelConfig:
         _check_choice(self.pos_enc_layer_type, POS_ENC_TYPES, "pos_enc_layer_type", section)
         if self.encoder_type == "transformer" and self.pos_enc_layer_type != "abs_pos":
             raise ValueError(
-                "model_config.pos_enc_layer_type: rel_pos needs encoder_type conformer"
+                f"model_config.pos_enc_layer_type: {self.pos_enc_layer_type} needs "
+                "encoder_type conformer"
             )
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"model_config.layer_norm_eps = {self.layer_norm_eps} must be > 0")
         for dim, heads, which in (
             (self.encoder_attention_dim, self.encoder_attention_heads, "encoder"),
             (self.decoder_attention_dim, self.decoder_attention_heads, "decoder"),

@@ -9,7 +9,6 @@ from e2e_asr.model.attention import MultiHeadedAttention
 from e2e_asr.model.config import ModelConfig
 from e2e_asr.model.decoder_layer import DecoderLayer
 from e2e_asr.model.embedding import PositionalEncoding
-from e2e_asr.model.encoder_layer import LAYER_NORM_EPS
 from e2e_asr.model.feed_forward import PositionwiseFeedForward
 from e2e_asr.model.mask import causal_mask, lengths_to_mask
 
@@ -30,10 +29,11 @@ class Decoder(nn.Module):
                 ),
                 PositionwiseFeedForward(d, cfg.decoder_linear_units, drop),
                 drop,
+                cfg.layer_norm_eps,
             )
             for _ in range(cfg.decoder_num_block)
         )
-        self.after_norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
+        self.after_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.output_layer = nn.Linear(d, cfg.odim)
 
     def forward(

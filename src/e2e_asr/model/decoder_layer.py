@@ -19,14 +19,15 @@ class DecoderLayer(nn.Module):
         src_attn: MultiHeadedAttention,
         feed_forward: PositionwiseFeedForward,
         dropout_rate: float,
+        norm_eps: float = LAYER_NORM_EPS,
     ) -> None:
         super().__init__()
         self.self_attn = self_attn
         self.src_attn = src_attn
         self.feed_forward = feed_forward
-        self.norm1 = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
-        self.norm2 = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
-        self.norm3 = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
+        self.norm1 = nn.LayerNorm(size, eps=norm_eps)
+        self.norm2 = nn.LayerNorm(size, eps=norm_eps)
+        self.norm3 = nn.LayerNorm(size, eps=norm_eps)
         self.dropout = Dropout(dropout_rate)
 
     def forward(

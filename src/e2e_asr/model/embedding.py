@@ -75,3 +75,45 @@ class RelPositionalEncoding(nn.Module):
         # Row max_len-1 of the table is relative position 0.
         pos_emb = self.pe[:, self.max_len - length : self.max_len - 1 + length].to(x.dtype)
         return self.dropout(x * self.xscale), self.dropout(pos_emb)
+
+
+class LegacyRelPositionalEncoding(nn.Module):
+    """ESPnet's `LegacyRelPositionalEncoding`: returns `(dropout(x * sqrt(d)), pos_emb)`.
+
+    ESPnet builds its table once for `max_len` (5000) positions in reverse order,
+    max_len-1 .. 0, and takes the first T rows: `pos_emb` is `[1, T, d]` for positions
+    max_len-1 down to max_len-T (not T-1 .. 0). The legacy rel_shift then scores query i
+    against key j <= i at position max_len-T+i-j, so the result depends on the padded length
+    T, as in ESPnet. Keep `max_len` at ESPnet's 5000 for imported models.
+    """
+
+    def __init__(self, d_model: int, dropout_rate: float, max_len: int = DEFAULT_MAX_LEN) -> None:
+        super().__init__()
+        self.xscale = math.sqrt(d_model)
+        self.max_len = max_len
+        self.dropout = Dropout(dropout_rate)
+        pe = sinusoid_table(torch.arange(max_len - 1, -1, -1), d_model).unsqueeze(0)
+        self.register_buffer("pe", pe, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_length(x.size(1), self.max_len)
+        pos_emb = self.pe[:, : x.size(1)].to(x.dtype)
+        return self.dropout(x * self.xscale), self.dropout(pos_emb)
+
+
+class WenetRelPositionalEncoding(nn.Module):
+    """WeNet's `RelPositionalEncoding`: `(dropout(x * sqrt(d)), pos_emb)` with `pos_emb` the
+    absolute table at positions 0 .. T-1 `[1, T, d]` (not added to x)."""
+
+    def __init__(self, d_model: int, dropout_rate: float, max_len: int = DEFAULT_MAX_LEN) -> None:
+        super().__init__()
+        self.xscale = math.sqrt(d_model)
+        self.max_len = max_len
+        self.dropout = Dropout(dropout_rate)
+        pe = sinusoid_table(torch.arange(max_len), d_model).unsqueeze(0)
+        self.register_buffer("pe", pe, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_length(x.size(1), self.max_len)
+        pos_emb = self.pe[:, : x.size(1)].to(x.dtype)
+        return self.dropout(x * self.xscale), self.dropout(pos_emb)

@@ -6,14 +6,15 @@ import torch
 from torch import nn
 
 from e2e_asr.model.attention import MultiHeadedAttention, RelPositionMultiHeadedAttention
-from e2e_asr.model.config import ModelConfig
+from e2e_asr.model.config import REL_POS_TYPES, ModelConfig
 from e2e_asr.model.convolution import ConvolutionModule
-from e2e_asr.model.embedding import PositionalEncoding, RelPositionalEncoding
-from e2e_asr.model.encoder_layer import (
-    LAYER_NORM_EPS,
-    ConformerEncoderLayer,
-    TransformerEncoderLayer,
+from e2e_asr.model.embedding import (
+    LegacyRelPositionalEncoding,
+    PositionalEncoding,
+    RelPositionalEncoding,
+    WenetRelPositionalEncoding,
 )
+from e2e_asr.model.encoder_layer import ConformerEncoderLayer, TransformerEncoderLayer
 from e2e_asr.model.feed_forward import PositionwiseFeedForward
 from e2e_asr.model.mask import lengths_to_mask
 from e2e_asr.model.subsampling import Conv2dSubsampling
@@ -26,14 +27,25 @@ def _transformer_layer(cfg: ModelConfig) -> nn.Module:
         MultiHeadedAttention(cfg.encoder_attention_heads, d, cfg.encoder_attention_dropout_rate),
         PositionwiseFeedForward(d, cfg.encoder_linear_units, cfg.encoder_dropout_rate),
         cfg.encoder_dropout_rate,
+        cfg.layer_norm_eps,
     )
+
+
+POS_ENCODINGS = {
+    "abs_pos": PositionalEncoding,
+    "rel_pos": RelPositionalEncoding,
+    "legacy_rel_pos": LegacyRelPositionalEncoding,
+    "wenet_rel_pos": WenetRelPositionalEncoding,
+}
 
 
 def _conformer_layer(cfg: ModelConfig) -> nn.Module:
     d, heads = cfg.encoder_attention_dim, cfg.encoder_attention_heads
     drop = cfg.encoder_dropout_rate
-    if cfg.pos_enc_layer_type == "rel_pos":
-        attn = RelPositionMultiHeadedAttention(heads, d, cfg.encoder_attention_dropout_rate)
+    if cfg.pos_enc_layer_type in REL_POS_TYPES:
+        attn = RelPositionMultiHeadedAttention(
+            heads, d, cfg.encoder_attention_dropout_rate, cfg.pos_enc_layer_type
+        )
     else:
         attn = MultiHeadedAttention(heads, d, cfg.encoder_attention_dropout_rate)
 
@@ -47,6 +59,7 @@ def _conformer_layer(cfg: ModelConfig) -> nn.Module:
         ff() if cfg.macaron_style else None,
         ConvolutionModule(d, cfg.cnn_module_kernel) if cfg.use_cnn_module else None,
         drop,
+        cfg.layer_norm_eps,
     )
 
 
@@ -56,12 +69,12 @@ class Encoder(nn.Module):
         d = cfg.encoder_attention_dim
         pos_drop = cfg.positional_dropout_rate
         pos_drop = cfg.encoder_dropout_rate if pos_drop is None else pos_drop
-        self.rel_pos = cfg.pos_enc_layer_type == "rel_pos"
-        pos_enc = (RelPositionalEncoding if self.rel_pos else PositionalEncoding)(d, pos_drop)
+        self.rel_pos = cfg.pos_enc_layer_type in REL_POS_TYPES
+        pos_enc = POS_ENCODINGS[cfg.pos_enc_layer_type](d, pos_drop)
         self.embed = Conv2dSubsampling(cfg.idim, d, cfg.encoder_input_layer, pos_enc)
         make_layer = _conformer_layer if cfg.encoder_type == "conformer" else _transformer_layer
         self.encoders = nn.ModuleList(make_layer(cfg) for _ in range(cfg.encoder_num_blocks))
-        self.after_norm = nn.LayerNorm(d, eps=LAYER_NORM_EPS)
+        self.after_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
 
     def forward(
         self, feats: torch.Tensor, feat_lens: torch.Tensor

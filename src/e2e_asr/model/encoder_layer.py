@@ -22,12 +22,13 @@ class TransformerEncoderLayer(nn.Module):
         self_attn: MultiHeadedAttention,
         feed_forward: PositionwiseFeedForward,
         dropout_rate: float,
+        norm_eps: float = LAYER_NORM_EPS,
     ) -> None:
         super().__init__()
         self.self_attn = self_attn
         self.feed_forward = feed_forward
-        self.norm1 = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
-        self.norm2 = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
+        self.norm1 = nn.LayerNorm(size, eps=norm_eps)
+        self.norm2 = nn.LayerNorm(size, eps=norm_eps)
         self.dropout = Dropout(dropout_rate)
 
     def forward(
@@ -54,22 +55,23 @@ class ConformerEncoderLayer(nn.Module):
         feed_forward_macaron: PositionwiseFeedForward | None,
         conv_module: ConvolutionModule | None,
         dropout_rate: float,
+        norm_eps: float = LAYER_NORM_EPS,
     ) -> None:
         super().__init__()
         self.self_attn = self_attn
         self.feed_forward = feed_forward
         self.feed_forward_macaron = feed_forward_macaron
         self.conv_module = conv_module
-        self.norm_ff = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
-        self.norm_mha = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
+        self.norm_ff = nn.LayerNorm(size, eps=norm_eps)
+        self.norm_mha = nn.LayerNorm(size, eps=norm_eps)
         if feed_forward_macaron is not None:
-            self.norm_ff_macaron = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
+            self.norm_ff_macaron = nn.LayerNorm(size, eps=norm_eps)
             self.ff_scale = 0.5
         else:
             self.ff_scale = 1.0
         if conv_module is not None:
-            self.norm_conv = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
-            self.norm_final = nn.LayerNorm(size, eps=LAYER_NORM_EPS)
+            self.norm_conv = nn.LayerNorm(size, eps=norm_eps)
+            self.norm_final = nn.LayerNorm(size, eps=norm_eps)
         self.dropout = Dropout(dropout_rate)
 
     def forward(
