@@ -60,7 +60,7 @@ def espnet1_args(conformer: bool, **over) -> dict:
     return args
 
 
-def our_model(conformer: bool, seed: int = 0):
+def our_model(conformer: bool, seed: int = 0, pos: str = "rel_pos"):
     torch.manual_seed(seed)
     mc = tiny_model_config(
         idim=IDIM,
@@ -71,12 +71,14 @@ def our_model(conformer: bool, seed: int = 0):
         decoder_num_block=1,
     )
     if conformer:
-        mc.update(cnn_module_kernel=5)
+        mc.update(cnn_module_kernel=5, pos_enc_layer_type=pos)
     model = build_model(mc, {}).eval()
-    if conformer:  # non-trivial BatchNorm statistics, as in a trained model
+    if conformer:  # non-trivial BatchNorm statistics and position biases, as if trained
         for layer in model.encoder.encoders:
             layer.conv_module.norm.running_mean.normal_()
             layer.conv_module.norm.running_var.uniform_(0.5, 2.0)
+            layer.self_attn.pos_bias_u.data.normal_()
+            layer.self_attn.pos_bias_v.data.normal_()
     return model
 
 
@@ -156,12 +158,41 @@ def test_missing_cmvn_warns_and_identity(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    "over",
+    [
+        {"rel_pos_type": None},
+        {
+            "rel_pos_type": "legacy",
+            "transformer_encoder_pos_enc_layer_type": "legacy_rel_pos",
+            "transformer_encoder_selfattn_layer_type": "legacy_rel_selfattn",
+        },
+    ],
+    ids=["rel_pos-unset-type", "legacy_rel_pos"],
+)
+def test_legacy_rel_pos_conformer_gives_same_ctc_log_probs(tmp_path, over):
+    """ESPnet1 runs rel_pos as legacy_rel_pos unless rel_pos_type is latest."""
+    original = our_model(True, pos="legacy_rel_pos")
+    args = espnet1_args(True, **over)
+    src, mean, istd = write_recipe(tmp_path, original, args, "model.acc.best", False)
+    result = import_base_model(src, cmvn=tmp_path / "cmvn.ark")
+    assert result.model_config["pos_enc_layer_type"] == "legacy_rel_pos"
+    assert any("padded length" in w for w in result.warnings)
+    imported = build_model(result.model_config, result.criterion_config).eval()
+    imported.load_state_dict(result.state_dict)
+    for t in (83, 61):
+        feats = torch.randn(1, t, IDIM) * 2.0 + 3.0
+        ref = ctc_logp(original, (feats - mean) * istd)
+        diff = (ref - ctc_logp(imported, feats)).abs().max().item()
+        assert diff < 1e-5, diff
+
+
+@pytest.mark.parametrize(
     "override,needle",
     [
         ({"transformer_encoder_pos_enc_layer_type": "legacy_rel_pos"}, "'legacy_rel_pos/"),
         ({"model_module": "espnet.nets.pytorch_backend.e2e_asr:E2E"}, "model_module = "),
         ({"transformer_input_layer": "vgg2l"}, "transformer_input_layer = 'vgg2l'"),
-        ({"rel_pos_type": None}, "rel_pos_type = None"),
+        ({"zero_triu": True}, "zero_triu = True"),
     ],
 )
 def test_unsupported_architectures_are_refused(tmp_path, override, needle):

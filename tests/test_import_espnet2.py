@@ -24,7 +24,7 @@ IDIM = 80
 TOKENS = ["<blank>", "<unk>", "你", "好", "世", "界", "<sos/eos>"]
 
 
-def our_model(conformer: bool):
+def our_model(conformer: bool, pos: str = "rel_pos"):
     torch.manual_seed(1)
     mc = tiny_model_config(
         idim=IDIM,
@@ -36,8 +36,13 @@ def our_model(conformer: bool):
         encoder_input_layer="conv2d6" if conformer else "conv2d",
     )
     if conformer:
-        mc.update(cnn_module_kernel=5, macaron_style=False)
-    return build_model(mc, {}).eval()
+        mc.update(cnn_module_kernel=5, macaron_style=False, pos_enc_layer_type=pos)
+    model = build_model(mc, {}).eval()
+    with torch.no_grad():  # make the position terms matter (xavier init is small)
+        for name, p in model.named_parameters():
+            if "pos_bias" in name:
+                p.normal_()
+    return model
 
 
 def espnet2_config(conformer: bool, stats_file: str) -> dict:
@@ -152,7 +157,11 @@ def test_frontend_keys_dropped_and_reported(tmp_path):
     "change,needle",
     [
         ({"encoder": "branchformer"}, "encoder = 'branchformer'"),
-        ({"encoder_conf": {"rel_pos_type": "legacy"}}, "rel_pos_type = 'legacy'"),
+        (
+            {"encoder_conf": {"pos_enc_layer_type": "legacy_rel_pos"}},
+            "'legacy_rel_pos/rel_selfattn/latest'",
+        ),
+        ({"encoder_conf": {"zero_triu": True}}, "zero_triu = True"),
         ({"normalize": "utterance_mvn"}, "normalize = 'utterance_mvn'"),
         ({"decoder": "rnn"}, "decoder = 'rnn'"),
         ({"token_type": "bpe"}, "token_type = 'bpe'"),
@@ -170,6 +179,31 @@ def test_unsupported_architectures_are_refused(tmp_path, change, needle):
     with pytest.raises(BaseModelImportError, match=needle) as e:
         import_base_model(src)
     assert "config.yaml" in str(e.value)
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["default-rel_pos_type", "legacy"])
+def test_legacy_rel_pos_conformer_gives_same_log_probs(tmp_path, explicit):
+    """ESPnet2's Conformer default, rel_pos_type legacy: LegacyRelPosition* classes."""
+    original = our_model(True, pos="legacy_rel_pos")
+    cfg = espnet2_config(True, "exp/asr_stats/train/feats_stats.npz")
+    del cfg["encoder_conf"]["rel_pos_type"]
+    if explicit:
+        cfg["encoder_conf"].update(
+            rel_pos_type="legacy",
+            pos_enc_layer_type="legacy_rel_pos",
+            selfattention_layer_type="legacy_rel_selfattn",
+        )
+    src, (mean, istd) = write_experiment(tmp_path, original, cfg, True)
+    out = tmp_path / "imported"
+    assert step.main([str(src), str(out), "--quiet"]) == 0
+    imported, payload = load_model(out / "checkpoint.0")
+    assert payload["config"]["model_config"]["pos_enc_layer_type"] == "legacy_rel_pos"
+    original.set_cmvn(mean, istd)
+    for t in (97, 61):
+        feats = torch.randn(1, t, IDIM) * 3.0 - 5.0
+        (ref_ctc, ref_dec), (got_ctc, got_dec) = outputs(original, feats), outputs(imported, feats)
+        assert (ref_ctc - got_ctc).abs().max().item() < 1e-5
+        assert (ref_dec - got_dec).abs().max().item() < 1e-5
 
 
 def test_missing_stats_file_is_named(tmp_path):

@@ -26,7 +26,7 @@ IDIM = 80
 UNITS = ["<blank>", "<unk>", "啊", "吧", "从", "的", "<sos/eos>"]
 
 
-def our_model(conformer: bool, input_layer: str):
+def our_model(conformer: bool, input_layer: str, pos: str = "abs_pos"):
     torch.manual_seed(2)
     mc = tiny_model_config(
         idim=IDIM,
@@ -35,10 +35,16 @@ def our_model(conformer: bool, input_layer: str):
         encoder_linear_units=24,
         decoder_linear_units=24,
         encoder_input_layer=input_layer,
+        layer_norm_eps=1e-5,  # WeNet's LayerNorm eps, which the import carries over
     )
     if conformer:
-        mc.update(cnn_module_kernel=5, pos_enc_layer_type="abs_pos")
-    return build_model(mc, {}).eval()
+        mc.update(cnn_module_kernel=5, pos_enc_layer_type=pos)
+    model = build_model(mc, {}).eval()
+    with torch.no_grad():  # make the position biases matter (xavier init is small)
+        for name, p in model.named_parameters():
+            if "pos_bias" in name or "linear_pos" in name:
+                p.normal_()
+    return model
 
 
 def wenet_config(conformer: bool, input_layer: str, decoder: str) -> dict:
@@ -163,9 +169,10 @@ def test_import_gives_same_log_probs(tmp_path, conformer, input_layer, decoder, 
     [
         ({"encoder": "squeezeformer"}, "encoder = 'squeezeformer'"),
         (
-            {"pos_enc_layer_type": "rel_pos", "selfattention_layer_type": "rel_selfattn"},
-            "rel_shift",
+            {"pos_enc_layer_type": "rel_pos", "selfattention_layer_type": "selfattn"},
+            "rel_pos/selfattn",
         ),
+        ({"pos_enc_layer_type": "rope_pos"}, "rope_pos/selfattn"),
         ({"cnn_module_norm": "layer_norm"}, "cnn_module_norm = 'layer_norm'"),
         ({"causal": True}, "causal = True"),
         ({"static_chunk_size": 16}, "static_chunk_size = 16"),
@@ -183,6 +190,37 @@ def test_unsupported_architectures_are_refused(tmp_path, change, needle):
     with pytest.raises(BaseModelImportError, match=needle) as e:
         import_base_model(src)
     assert "train.yaml" in str(e.value)
+
+
+def test_rel_pos_conformer_gives_same_log_probs(tmp_path):
+    """WeNet's default Conformer: rel_pos/rel_selfattn (no rel_shift), LayerNorm eps 1e-5."""
+    original = our_model(True, "conv2d", pos="wenet_rel_pos")
+    cfg = wenet_config(True, "conv2d", "transformer")
+    cfg["encoder_conf"].update(
+        pos_enc_layer_type="rel_pos", selfattention_layer_type="rel_selfattn"
+    )
+    src = write_experiment(tmp_path, original, cfg, "conv2d", "transformer", True)
+    result = import_base_model(src)
+    assert result.model_config["pos_enc_layer_type"] == "wenet_rel_pos"
+    assert result.model_config["layer_norm_eps"] == 1e-5
+    assert any(k.endswith("self_attn.pos_bias_u") for k in result.state_dict)
+    out = tmp_path / "imported"
+    assert step.main([str(src), str(out), "--epoch", "3"]) == 0
+    imported, _ = load_model(out / "checkpoint.3")
+    for t in (101, 57):
+        feats = torch.randn(1, t, IDIM) * 2.5 + 8.0
+        (ref_ctc, ref_dec), (got_ctc, got_dec) = outputs(original, feats), outputs(imported, feats)
+        assert (ref_ctc - got_ctc).abs().max().item() < 1e-5
+        assert (ref_dec - got_dec).abs().max().item() < 1e-5
+
+
+def test_mismatched_decoder_norm_eps_is_refused(tmp_path):
+    original = our_model(False, "conv2d")
+    cfg = wenet_config(False, "conv2d", "transformer")
+    cfg["decoder_conf"]["norm_eps"] = 1e-12
+    src = write_experiment(tmp_path, original, cfg, "conv2d", "transformer", True)
+    with pytest.raises(BaseModelImportError, match="decoder_conf.norm_eps"):
+        import_base_model(src)
 
 
 def test_units_that_disagree_with_output_dim_are_refused(tmp_path):

@@ -29,6 +29,7 @@ from e2e_asr.model.importers.common import (
     map_state_dict,
     unsupported,
 )
+from e2e_asr.model.importers.espnet2 import LEGACY_WARNING, espnet_pos_enc_type
 from e2e_asr.model.importers.features import feature_config_for
 
 MODULES = {
@@ -74,7 +75,7 @@ def convert_config(
     ):
         value = args.get(key, "selfattn")
         ok = (
-            ("selfattn", "rel_selfattn")
+            ("selfattn", "rel_selfattn", "legacy_rel_selfattn")
             if "encoder" in key and arch == "conformer"
             else ("selfattn",)
         )
@@ -112,26 +113,23 @@ def convert_config(
     if arch == "conformer":
         pos = args.get("transformer_encoder_pos_enc_layer_type", "abs_pos")
         att = args.get("transformer_encoder_selfattn_layer_type", "selfattn")
-        if (pos, att) not in (("abs_pos", "selfattn"), ("rel_pos", "rel_selfattn")):
+        # ESPnet1 itself runs rel_pos as legacy_rel_pos unless rel_pos_type is latest
+        ours = espnet_pos_enc_type(pos, att, args.get("rel_pos_type"))
+        if ours is None:
             raise unsupported(
                 where,
-                "transformer_encoder_pos_enc_layer_type/selfattn_layer_type",
-                f"{pos}/{att}",
-                "abs_pos/selfattn, rel_pos/rel_selfattn (legacy_rel_pos differs)",
+                "transformer_encoder_pos_enc_layer_type/selfattn_layer_type/rel_pos_type",
+                f"{pos}/{att}/{args.get('rel_pos_type')}",
+                "abs_pos/selfattn, rel_pos/rel_selfattn (latest or legacy), "
+                "legacy_rel_pos/legacy_rel_selfattn",
             )
-        if pos == "rel_pos" and args.get("rel_pos_type") != "latest":
-            # ESPnet1 itself turns rel_pos into legacy_rel_pos unless rel_pos_type is latest
-            raise unsupported(
-                where,
-                "rel_pos_type",
-                args.get("rel_pos_type"),
-                "latest (without it ESPnet1 runs rel_pos as legacy_rel_pos, which differs)",
-            )
+        if ours == "rel_pos" and args.get("zero_triu", False):
+            raise unsupported(where, "zero_triu", True, "False")
         act = args.get("transformer_encoder_activation_type", "swish")
         if act != "swish":
             raise unsupported(where, "transformer_encoder_activation_type", act, "swish")
         mc.update(
-            pos_enc_layer_type=pos,
+            pos_enc_layer_type=ours,
             macaron_style=bool(args.get("macaron_style", False)),
             use_cnn_module=bool(args.get("use_cnn_module", False)),
             cnn_module_kernel=int(args.get("cnn_module_kernel", 31)),
@@ -191,6 +189,8 @@ def import_espnet1(
             "no --cmvn given: the model gets identity CMVN, but ESPnet1 models expect features "
             "normalised with the recipe's cmvn.ark (data/<train_set>/cmvn.ark); pass it"
         )
+    if mc.get("pos_enc_layer_type") == "legacy_rel_pos":
+        warnings.append(LEGACY_WARNING)
     init = None
     if cc["rate"] == 1.0:  # ESPnet1 builds no decoder when mtlalpha is 1
         init = ("decoder.", "CTC-only source (mtlalpha 1): new decoder, unused at rate 1")

@@ -4,6 +4,9 @@ ESPnet2's encoder/decoder/CTC keep ESPnet1's module names, so those weights map 
 The differences are around them: the units are `token_list` in the config, the global CMVN is
 the `normalize` module (`normalize.mean`, `normalize.std`, computed from `feats_stats.npz`
 with count/sum/sum_square), and a feature front end may be part of the model.
+
+Conformers with ESPnet2's default `rel_pos_type: legacy` (LegacyRelPositionalEncoding +
+LegacyRelPositionMultiHeadedAttention) convert to `pos_enc_layer_type: legacy_rel_pos`.
 """
 
 from __future__ import annotations
@@ -89,6 +92,34 @@ def _section(cfg: dict[str, Any], key: str, defaults: dict[str, Any]) -> dict[st
     return {**defaults, **(cfg.get(key) or {})}
 
 
+ESPNET_POS_PAIRS = {
+    ("abs_pos", "selfattn"): "abs_pos",
+    ("rel_pos", "rel_selfattn"): "rel_pos",
+    ("legacy_rel_pos", "legacy_rel_selfattn"): "legacy_rel_pos",
+}
+
+
+def espnet_pos_enc_type(pos: str, att: str, rel_pos_type: str | None) -> str | None:
+    """Our `pos_enc_layer_type` for an ESPnet1/ESPnet2 Conformer, None if not convertible.
+
+    As ESPnet's Conformer encoders do: unless `rel_pos_type` is `latest` (ESPnet2's default
+    and ESPnet1's unset value are `legacy`), rel_pos/rel_selfattn run as the legacy classes.
+    """
+    if rel_pos_type in (None, "legacy"):
+        pos = "legacy_rel_pos" if pos == "rel_pos" else pos
+        att = "legacy_rel_selfattn" if att == "rel_selfattn" else att
+    elif rel_pos_type != "latest" or "legacy" in pos or "legacy" in att:
+        return None
+    return ESPNET_POS_PAIRS.get((pos, att))
+
+
+LEGACY_WARNING = (
+    "legacy relative attention (legacy_rel_pos): as in ESPnet, a frame's output depends on "
+    "the padded length of its batch; decode such a model one utterance at a time for the "
+    "numbers ESPnet gives on single utterances"
+)
+
+
 def convert_config(
     cfg: dict[str, Any], idim: int, odim: int, where: str
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -123,24 +154,21 @@ def convert_config(
     mc = conf_model_config(idim, odim, arch, enc, dec, ctc_dropout)
     if arch == "conformer":
         pos, att = enc["pos_enc_layer_type"], enc["selfattention_layer_type"]
-        if pos == "rel_pos" and enc["rel_pos_type"] != "latest":
+        ours = espnet_pos_enc_type(pos, att, enc["rel_pos_type"])
+        if ours is None:
             raise unsupported(
                 where,
-                "encoder_conf.rel_pos_type",
-                enc["rel_pos_type"],
-                "latest (ESPnet2's default 'legacy' relative attention differs from ours)",
+                "encoder_conf.pos_enc_layer_type/selfattention_layer_type/rel_pos_type",
+                f"{pos}/{att}/{enc['rel_pos_type']}",
+                "abs_pos/selfattn, rel_pos/rel_selfattn (latest or legacy), "
+                "legacy_rel_pos/legacy_rel_selfattn (legacy)",
             )
-        if (pos, att) not in (("abs_pos", "selfattn"), ("rel_pos", "rel_selfattn")):
-            raise unsupported(
-                where,
-                "encoder_conf.pos_enc_layer_type/selfattention_layer_type",
-                f"{pos}/{att}",
-                "abs_pos/selfattn, rel_pos/rel_selfattn",
-            )
+        if ours == "rel_pos" and enc.get("zero_triu", False):
+            raise unsupported(where, "encoder_conf.zero_triu", True, "False")
         act = enc["activation_type"]
         if act != "swish":
             raise unsupported(where, "encoder_conf.activation_type", act, "swish")
-        mc.update(conformer_options(enc, pos))
+        mc.update(conformer_options(enc, ours))
     cc = conf_criterion_config(cfg.get("model_conf") or {}, odim, where, "the model has no CTC")
     return arch, mc, cc
 
@@ -264,6 +292,8 @@ def import_espnet2(
                 return None, why
         return key, ""
 
+    if mc.get("pos_enc_layer_type") == "legacy_rel_pos":
+        warnings.append(LEGACY_WARNING)
     init = None
     if cfg.get("decoder") is None or cc["rate"] == 1.0:  # ESPnet2 then builds no decoder
         init = ("decoder.", "CTC-only source: new decoder, unused while criterion rate is 1")
