@@ -4,7 +4,7 @@
 # scratch instead of from a base model). Cached: a finished base model (${demo_dir}/base/.done)
 # is not retrained, and every step below is itself restartable.
 #
-#   local/demo/prepare_base.sh [--demo-dir exp/demo] [--nj 2] [--seed 0] [--base-epochs 10]
+#   local/demo/prepare_base.sh [--demo-dir exp/demo] [--nj 2] [--seed 0] [--base-epochs 12]
 #
 # Writes
 #   ${demo_dir}/corpus/{source,target}/{train,dev,test}/{wav/,transcript.txt}
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 demo_dir=exp/demo
 nj=2                               # synthesis and feature processes
 seed=0                             # the corpus and the base model's training follow from it
-base_epochs=10                     # epochs of base pretraining (checkpoint.N, N = base_epochs)
+base_epochs=12                     # epochs of base pretraining (checkpoint.N, N = base_epochs)
 base_config=conf/demo_base.yaml    # small Conformer, from scratch
 feat_config=conf/demo_fbank.yaml   # 40-bin fbank: the fine-tune inherits it from the base
 corpus_opts=                       # more local/demo/make_corpus.py options, e.g. sizes for a
