@@ -5,9 +5,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from model_fixtures import one_thread, tiny_model_config  # noqa: F401 (autouse fixture)
+from model_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
+    assert_encoder_onnx_parity,
+    one_thread,
+    tiny_model_config,
+)
 
-from e2e_asr.export.onnx_export import DecoderGraph, EncoderGraph
+from e2e_asr.export.onnx_export import DecoderGraph
 from e2e_asr.model import build_model
 
 # The classic exporter is deprecated upstream but is the one export/ uses (dynamo=False).
@@ -46,32 +50,7 @@ def export(module, args, names, outputs, dynamic, path):
     ids=["transformer", "conformer"],
 )
 def test_encoder_onnx_parity_at_other_lengths(tmp_path, kw):
-    model = tiny(**kw)
-    wrapper = EncoderGraph(model).eval()  # export restores the wrapper's mode recursively
-    sess = export(
-        wrapper,
-        (torch.randn(2, 64, 20), torch.tensor([64, 50])),
-        ["feats", "feat_lens"],
-        ["enc", "enc_lens", "ctc_logp"],
-        {
-            "feats": {0: "B", 1: "T"},
-            "feat_lens": {0: "B"},
-            "enc": {0: "B", 1: "T4"},
-            "enc_lens": {0: "B"},
-            "ctc_logp": {0: "B", 1: "T4"},
-        },
-        tmp_path / "enc.onnx",
-    )
-    for b, t in ((1, 137), (3, 29)):
-        feats = torch.randn(b, t, 20)
-        lens = torch.tensor([t] + [t - 5] * (b - 1))
-        with torch.no_grad():
-            ref = wrapper(feats, lens)
-        got = sess.run(None, {"feats": feats.numpy(), "feat_lens": lens.numpy()})
-        assert got[0].shape == tuple(ref[0].shape)
-        assert np.array_equal(got[1], ref[1].numpy())
-        assert np.abs(got[0] - ref[0].numpy()).max() < 1e-4
-        assert np.abs(got[2] - ref[2].numpy()).max() < 1e-4
+    assert_encoder_onnx_parity(tiny(**kw), tmp_path / "enc.onnx")
 
 
 def test_decoder_onnx_parity_at_other_lengths(tmp_path):

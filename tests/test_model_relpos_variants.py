@@ -8,13 +8,14 @@ definition, for padding, and for ONNX parity at lengths other than the export le
 
 import math
 
-import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
-from model_fixtures import one_thread, tiny_model_config  # noqa: F401 (autouse fixture)
+from model_fixtures import (  # noqa: F401 (one_thread: autouse fixture)
+    assert_encoder_onnx_parity,
+    one_thread,
+    tiny_model_config,
+)
 
-from e2e_asr.export.onnx_export import EncoderGraph
 from e2e_asr.model import build_model
 from e2e_asr.model.attention import RelPositionMultiHeadedAttention
 from e2e_asr.model.embedding import LegacyRelPositionalEncoding, WenetRelPositionalEncoding
@@ -145,38 +146,7 @@ def test_legacy_rel_pos_depends_on_padded_length_as_in_espnet():
 
 @pytest.mark.parametrize("variant", ["legacy_rel_pos", "wenet_rel_pos"])
 def test_encoder_onnx_parity_at_other_lengths(tmp_path, variant):
-    model = tiny(variant, layer_norm_eps=1e-5)
-    wrapper = EncoderGraph(model).eval()
-    path = tmp_path / "enc.onnx"
-    torch.onnx.export(
-        wrapper,
-        (torch.randn(2, 64, 20), torch.tensor([64, 50])),
-        str(path),
-        input_names=["feats", "feat_lens"],
-        output_names=["enc", "enc_lens", "ctc_logp"],
-        dynamic_axes={
-            "feats": {0: "B", 1: "T"},
-            "feat_lens": {0: "B"},
-            "enc": {0: "B", 1: "T4"},
-            "enc_lens": {0: "B"},
-            "ctc_logp": {0: "B", 1: "T4"},
-        },
-        opset_version=17,
-        dynamo=False,
-    )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    for b, t in ((1, 137), (3, 29)):
-        feats = torch.randn(b, t, 20)
-        lens = torch.tensor([t] + [t - 5] * (b - 1))
-        with torch.no_grad():
-            ref = wrapper(feats, lens)
-        got = sess.run(None, {"feats": feats.numpy(), "feat_lens": lens.numpy()})
-        assert got[0].shape == tuple(ref[0].shape)
-        assert np.array_equal(got[1], ref[1].numpy())
-        assert np.abs(got[0] - ref[0].numpy()).max() < 1e-4
-        assert np.abs(got[2] - ref[2].numpy()).max() < 1e-4
+    assert_encoder_onnx_parity(tiny(variant, layer_norm_eps=1e-5), tmp_path / "enc.onnx")
 
 
 def test_layer_norm_eps_reaches_every_layer_norm():
