@@ -2,8 +2,10 @@
 """Score Kaldi text files, or tabulate decode results.
 
 score.py --ref TEXT --hyp TEXT [--out-dir DIR]
-    corpus CER (total edits / total reference characters), WER when the references have
-    space-separated words; with --out-dir writes hyp.txt, per_utt.txt and result.json.
+    corpus CER (total edits / total reference characters; <unk> and other <...> symbols are
+    one character), WER only when both references and hypotheses have space-separated words
+    (otherwise result.json says why it is null); with --out-dir writes hyp.txt, per_utt.txt
+    and result.json.
 score.py --table DIR1 DIR2 ...
     markdown table of CER, rows = sets, columns = models, from DIR*/result.json.
 """

@@ -3,7 +3,10 @@
 import pytest
 
 from e2e_asr.decode.scoring import (
+    WER_NO_HYP_WORDS,
+    WER_NO_REF_WORDS,
     align,
+    cer_stats,
     char_units,
     edit_stats,
     format_alignment,
@@ -49,6 +52,7 @@ def test_corpus_cer_is_total_edits_over_total_ref_not_mean() -> None:
     assert d["cer"] == pytest.approx(20.0)
     assert (d["n_utts"], d["ref_units"], d["sub"], d["del"], d["ins"]) == (2, 10, 0, 2, 0)
     assert d["wer"] is None  # no space-separated words in the references
+    assert d["wer_note"] == WER_NO_REF_WORDS
 
 
 def test_wer_when_references_have_words_and_spaces_ignored_for_cer() -> None:
@@ -82,3 +86,79 @@ def test_agreement() -> None:
     from e2e_asr.decode.report import agreement
 
     assert agreement({"a": "x", "b": "y", "c": "z"}, {"a": "x", "b": "q"}) == (1, 3)
+
+
+def test_unk_and_bracketed_symbols_are_one_unit() -> None:
+    assert char_units("你<unk>好 <noise>a") == ["你", "<unk>", "好", "<noise>", "a"]
+    # the reference character the model does not know, decoded as <unk>: ONE substitution
+    s = cer_stats("今天天气好", "今天<unk>气好")
+    assert (s.sub, s.dele, s.ins, s.ref_units) == (1, 0, 0, 5)
+    # a lone "<" or ">" is an ordinary character
+    assert char_units("a<b>") == ["a", "<b>"] and char_units("a < b") == ["a", "<", "b"]
+    score = score_corpus({"u": "天 气 好"}, {"u": "<unk>气好"})
+    assert score.cer.edits == 1 and score.cer.error_rate == pytest.approx(100.0 / 3)
+
+
+def test_wer_only_when_hypotheses_carry_word_boundaries_too() -> None:
+    # AISHELL-style references are word-segmented; a character model's output is not:
+    # WER would be ~100% for no reason, so it is not reported, and the reason is written
+    refs = {"a": "今天 天气 很好", "b": "我们 出去 走走"}
+    hyps = {"a": "今天天气很好", "b": "我们出去走走"}
+    score = score_corpus(refs, hyps)
+    assert score.wer is None and score.cer.edits == 0
+    d = score.to_dict()
+    assert d["wer"] is None and d["wer_note"] == WER_NO_HYP_WORDS
+    assert "WER not scored" in score.summary()
+    # both segmented: WER is scored
+    both = score_corpus(refs, {"a": "今天 天气 很好", "b": "我们 出去 走"})
+    assert both.wer is not None and both.wer.edits == 1 and both.wer.ref_units == 6
+    assert "wer_note" not in both.to_dict()
+
+
+def test_training_dev_cer_equals_stage6_cer_on_the_same_model_and_features(tmp_path) -> None:
+    """The dev CER printed during training and stage 6's CER count with one rule: the same
+    model on the same features gives the same figure, with an OOV reference character (it is
+    <unk> in the json's token ids) and <unk> in the hypotheses."""
+    import json
+
+    import kaldiio
+    import numpy as np
+    import torch
+    from decode_fixtures import UNITS, tiny_model, write_checkpoint
+
+    from e2e_asr.data.loader import BatchDataset
+    from e2e_asr.data.units import Tokenizer
+    from e2e_asr.decode.recognizer import Recognizer
+    from e2e_asr.train.distributed import DistInfo
+    from e2e_asr.train.validation import validate
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(3)
+    tok = Tokenizer(UNITS)
+    texts = {"u1": "一二三 四五", "u2": "六七X八", "u3": "九十 百千万亿零"}  # X: not a unit
+    utts, feats = {}, {}
+    ark = tmp_path / "feats.ark"
+    with kaldiio.WriteHelper(f"ark,scp:{ark},{tmp_path / 'feats.scp'}") as w:
+        for i, key in enumerate(texts):
+            feats[key] = (rng.standard_normal((60 + 25 * i, 20)) * 2 + 8).astype(np.float32)
+            w(key, feats[key])
+    scp = dict(line.split() for line in (tmp_path / "feats.scp").read_text().splitlines())
+    for key, text in texts.items():
+        ids = tok.encode(text)
+        utts[key] = {
+            "input": [{"feat": scp[key], "name": "input1", "shape": list(feats[key].shape)}],
+            "output": [{"name": "target1", "text": text, "tokenid": " ".join(map(str, ids))}],
+        }
+    assert tok.unk_id in tok.encode(texts["u2"])
+    json.dumps(utts)  # a json-able entry, as stage 2 writes it
+
+    model = tiny_model(0)
+    dev = BatchDataset(utts, [["u1", "u2"], ["u3"]])
+    got = validate(model, (dev[i] for i in range(len(dev))), UNITS, DistInfo())
+
+    rec = Recognizer.from_checkpoint(write_checkpoint(tmp_path / "checkpoint.1"), mode="ctc_greedy")
+    ids = rec.decode_features(list(feats.items()))
+    hyps = {k: rec.text(h) for k, h in zip(feats, ids, strict=True)}
+    stage6 = score_corpus(texts, hyps)
+    assert stage6.cer.ref_units == 16  # characters, word spaces not counted, X counted
+    assert got["dev_cer"] == pytest.approx(stage6.cer.error_rate, abs=1e-9)

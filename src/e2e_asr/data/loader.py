@@ -34,6 +34,15 @@ def token_ids(key: str, info: dict[str, Any]) -> list[int]:
         raise DataError(f"utterance {key}: bad or missing output[0].tokenid ({exc})") from exc
 
 
+def ref_text(info: dict[str, Any]) -> str | None:
+    """The json's ``output[0].text`` (the data dir's normalised text), or None."""
+    try:
+        text = info["output"][0].get("text")
+    except (KeyError, IndexError, AttributeError):
+        return None
+    return text if isinstance(text, str) else None
+
+
 def feat_dim(utts: Mapping[str, dict[str, Any]], where: str) -> int:
     """The feature dimension shared by all utterances (error naming the odd one out)."""
     dim = None
@@ -120,6 +129,8 @@ class BatchDataset(Dataset):
             feats = [self.specaug(torch.from_numpy(f), rng) for f in feats]
         batch = collate(feats, [token_ids(k, self.utts[k]) for k in keys])
         batch["keys"] = keys
+        # the reference text, for a dev CER counted like stage 6's (OOV characters included)
+        batch["texts"] = [ref_text(self.utts[k]) for k in keys]
         return batch
 
     def close(self) -> None:

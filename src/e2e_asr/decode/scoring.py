@@ -3,10 +3,17 @@
 Corpus error rates are total edits / total reference units over the whole set, never the mean
 of per-utterance rates (a short utterance with one error would otherwise weigh as much as a
 long one).
+
+CER units are characters, except that a bracketed symbol such as ``<unk>`` or ``<noise>`` is
+ONE unit (a hypothesis ``<unk>`` is one error, not five). ``cer_stats`` is the one CER rule:
+stage 6 and the training-time dev CER both count with it. WER is scored only when both the
+references and the hypotheses carry word boundaries (spaces); a character-unit model's output
+has none, so WER is then not reported rather than reported as ~100%.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -113,9 +120,17 @@ def edit_stats(ref: Sequence[str], hyp: Sequence[str]) -> EditStats:
     return align(ref, hyp).stats()
 
 
+_CHAR_UNIT_RE = re.compile(r"<[^<>\s]+>|\S")
+
+
 def char_units(text: str) -> list[str]:
-    """CER units: every non-whitespace character."""
-    return [c for c in text if not c.isspace()]
+    """CER units: every non-whitespace character; a ``<...>`` symbol (``<unk>``) is one unit."""
+    return _CHAR_UNIT_RE.findall(text)
+
+
+def cer_stats(ref: str, hyp: str) -> EditStats:
+    """Edit counts of one utterance on CER units: the rule every CER in the project uses."""
+    return edit_stats(char_units(ref), char_units(hyp))
 
 
 def word_units(text: str) -> list[str]:
@@ -166,9 +181,13 @@ def format_alignment(key: str, alignment: Alignment) -> str:
 
 
 def has_words(texts: Iterable[str]) -> bool:
-    """True when some reference has more than one space-separated word, i.e. WER means
-    something (unsegmented Mandarin has none)."""
+    """True when some text has more than one space-separated word, i.e. it carries word
+    boundaries (unsegmented Mandarin has none)."""
     return any(len(t.split()) > 1 for t in texts)
+
+
+WER_NO_REF_WORDS = "not scored: the references carry no word boundaries"
+WER_NO_HYP_WORDS = "not scored: the hypotheses carry no word boundaries (character units)"
 
 
 @dataclass
@@ -180,12 +199,14 @@ class CorpusScore:
     per_utt: list[tuple[str, Alignment]]
     missing: list[str]  # reference keys with no hypothesis (scored as empty hypotheses)
     extra: list[str]  # hypothesis keys with no reference (not scored)
+    wer_note: str = ""  # why WER is None
 
     def to_dict(self) -> dict:
         c = self.cer
         return {
             "cer": round(c.error_rate, 4),
             "wer": None if self.wer is None else round(self.wer.error_rate, 4),
+            **({"wer_note": self.wer_note} if self.wer is None and self.wer_note else {}),
             "n_utts": c.n_utts,
             "ref_units": c.ref_units,
             "sub": c.sub,
@@ -205,6 +226,8 @@ class CorpusScore:
         )
         if self.wer is not None:
             line += f"; WER {self.wer.error_rate:.2f}% [ {self.wer.edits} / {self.wer.ref_units} ]"
+        elif self.wer_note == WER_NO_HYP_WORDS:
+            line += "; WER not scored (the hypotheses carry no word boundaries)"
         if self.missing:
             line += f"; {len(self.missing)} utterances without hypothesis scored as empty"
         return line
@@ -220,8 +243,12 @@ def score_corpus(refs: dict[str, str], hyps: dict[str, str]) -> CorpusScore:
     per_utt: list[tuple[str, Alignment]] = []
     missing = [k for k in refs if k not in hyps]
     extra = [k for k in hyps if k not in refs]
-    use_words = has_words(refs.values())
-    wer = EditStats() if use_words else None
+    wer_note = ""
+    if not has_words(refs.values()):
+        wer_note = WER_NO_REF_WORDS
+    elif not has_words(hyps[k] for k in refs if k in hyps):
+        wer_note = WER_NO_HYP_WORDS
+    wer = None if wer_note else EditStats()
     for key, ref in refs.items():
         hyp = hyps.get(key, "")
         a = align(char_units(ref), char_units(hyp))
@@ -229,4 +256,6 @@ def score_corpus(refs: dict[str, str], hyps: dict[str, str]) -> CorpusScore:
         per_utt.append((key, a))
         if wer is not None:
             wer.add(edit_stats(word_units(ref), word_units(hyp)))
-    return CorpusScore(cer=cer, wer=wer, per_utt=per_utt, missing=missing, extra=extra)
+    return CorpusScore(
+        cer=cer, wer=wer, per_utt=per_utt, missing=missing, extra=extra, wer_note=wer_note
+    )

@@ -2,8 +2,10 @@
 
 Each rank scores a disjoint share of the dev batches (no padding, so nothing is counted twice)
 and the sums are added over ranks. CER is total edits / total reference tokens over the whole
-dev set, in percent - never a mean of per-utterance rates. Tokens are the model's units,
-i.e. characters for Mandarin.
+dev set, in percent - never a mean of per-utterance rates. It is counted exactly as stage 6
+counts (``decode.scoring.cer_stats``): the hypothesis ids are turned into text as the
+recognizer does, and compared with the utterance's reference text from the json (so a
+character the model does not know is an error here too, and ``<unk>`` is one unit).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any
 
 import torch
 
-from e2e_asr.decode.scoring import edit_stats
+from e2e_asr.data.units import Tokenizer
+from e2e_asr.decode.scoring import cer_stats
 from e2e_asr.decode.search import ctc_greedy
 from e2e_asr.model import E2EModel
 from e2e_asr.train.distributed import DistInfo, all_reduce_sum
@@ -30,6 +33,7 @@ def validate(
     was_training = model.training
     model.eval()
     sums = [0.0] * 6  # utts, loss*utts, correct tokens, target tokens, edits, ref tokens
+    tokenizer = Tokenizer(units)
     try:
         for batch in batches:
             feats = batch["feats"].to(info.device)
@@ -46,9 +50,10 @@ def validate(
             if compute_cer:
                 enc, enc_lens = model.encode(feats, lens)
                 hyps = ctc_greedy(model.ctc_log_probs(enc), enc_lens, blank=model.blank)
-                for row, hyp in zip(ys.tolist(), hyps, strict=True):
-                    ref = [units[t] for t in row if t != -1]
-                    st = edit_stats(ref, [units[t] for t in hyp])
+                texts = batch.get("texts") or [None] * n
+                for row, hyp, text in zip(ys.tolist(), hyps, texts, strict=True):
+                    ref = text if text is not None else tokenizer.decode(t for t in row if t != -1)
+                    st = cer_stats(ref, tokenizer.decode(hyp))
                     sums[4] += st.edits
                     sums[5] += st.ref_units
     finally:
