@@ -1,19 +1,19 @@
 # Job launchers, Kaldi style: stage scripts run parallel work as
 #   $train_cmd JOB=1:N exp/log/name.JOB.log command args-with-JOB
-# Backends:
+# (features use $train_cmd, decoding $decode_cmd). Backends:
 #   local  utils/run.py: N jobs on this machine, at most $max_jobs_run at once (default: cores).
-#   slurm  slot for a cluster launcher with the same calling convention (one log per job,
-#          non-zero exit naming failed jobs); not provided yet. To add one, write
-#          utils/slurm.py with run.py's arguments and select it here.
+#   slurm  utils/slurm.py: one sbatch job array per stage step, at most $max_jobs_run tasks at
+#          once (default 0: no limit); partition, time, memory, GPUs and extra sbatch options are in
+#          conf/slurm.conf, or add them here, e.g. "slurm.py --config conf/slurm.conf --mem 8G".
+#          Needs a file system shared with the nodes (the recipe dir, its .venv and outputs).
 cmd_backend=${cmd_backend:-local}
-max_jobs_run=${max_jobs_run:-$(nproc)}
 case "$cmd_backend" in
   local)
-    export train_cmd="run.py --max-jobs-run $max_jobs_run"
-    export decode_cmd="run.py --max-jobs-run $max_jobs_run" ;;
+    export train_cmd="run.py --max-jobs-run ${max_jobs_run:-$(nproc)}"
+    export decode_cmd="run.py --max-jobs-run ${max_jobs_run:-$(nproc)}" ;;
   slurm)
-    echo "cmd.sh: the slurm backend is not provided yet; use cmd_backend=local" >&2
-    return 1 2>/dev/null || exit 1 ;;
+    export train_cmd="slurm.py --config conf/slurm.conf --max-jobs-run ${max_jobs_run:-0}"
+    export decode_cmd="slurm.py --config conf/slurm.conf --max-jobs-run ${max_jobs_run:-0}" ;;
   *)
     echo "cmd.sh: unknown cmd_backend '$cmd_backend' (local|slurm)" >&2
     return 1 2>/dev/null || exit 1 ;;
