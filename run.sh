@@ -34,7 +34,8 @@ torchrun_opts="--standalone" # multi-node: "--nnodes 2 --node-rank 0 --rdzv-endp
 epochs=40                    # last epoch: base checkpoint.29 trains 30..40
 resume=auto                  # auto: continue from the newest valid snapshot in exp_dir
 source_json_dir=             # source-domain json dir mixed into each epoch (avoid forgetting)
-source_mix_ratio=0           # source utterances per epoch, as a share of the target train set
+source_mix_ratio=            # source utterances per epoch, as a share of the target train set
+                             # (empty: 0, or 0.5 in the demo; 0 turns the demo's mixing off)
 # ---- averaging, export, decoding -------------------------------------------------------
 avg_start=37                 # average checkpoint.avg_start .. checkpoint.(avg_end-1)
 avg_end=40
@@ -82,12 +83,13 @@ if [ -z "$wav_dir" ] && [ -z "$base_model" ]; then
   [ -n "$test_sets" ] || test_sets="target_test:$corpus/target/test/wav:$corpus/target/test/transcript.txt source_test:$corpus/source/test/wav:$corpus/source/test/transcript.txt"
   [ "$train_config" != conf/finetune.yaml ] || train_config=conf/demo_finetune.yaml
   [ -n "$source_json_dir" ] || source_json_dir=$demo_dir/base_data/preparejson/split_train_dev
-  [ "$source_mix_ratio" != 0 ] || source_mix_ratio=0.5
+  [ -n "$source_mix_ratio" ] || source_mix_ratio=0.5
 elif [ -z "$base_model" ] && [ "$stop_stage" -ge 2 ] && [ "$stage" -le 3 ]; then
   echo "$0: --base-model is required with your own data (the checkpoint to fine-tune)" >&2
   exit 1
 fi
 
+[ -n "$source_mix_ratio" ] || source_mix_ratio=0
 mkdir -p "$exp_dir"
 stage_times=$exp_dir/stage_seconds.tsv
 run_stage() {  # run_stage N NAME: true when stage N is selected; prints a banner
