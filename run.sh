@@ -43,6 +43,9 @@ avg_num=0                    # >0: average the avg_num best checkpoints by dev C
 decode_config=conf/decode.yaml
 decode_mode=attention_rescoring  # ctc_greedy | ctc_prefix_beam | attention | attention_rescoring
 decode_base=true             # also decode the base model, for the before/after table
+hotwords=                    # phrase file (one a line, optional " :score"): stage 6 adds a
+                             # finetuned_hotwords decode and the phrases' recall for all models
+hotword_score=               # bonus per matched hotword token (empty: decode config's, 2.0)
 # ---- embedded demo ---------------------------------------------------------------------
 demo_dir=exp/demo
 demo_finetune_epochs=8       # demo: epochs of fine-tuning after the base model's last epoch
@@ -53,7 +56,8 @@ demo_corpus_opts=            # extra local/demo/make_corpus.py options, e.g. siz
 recipe_vars=(stage stop_stage wav_dir transcript dev_wav_dir dev_transcript test_sets base_model
   output_dir exp_dir data_config feat_config augment_config num_utt_percent json_nj nj
   extend_units train_config num_gpu torchrun_opts epochs resume source_json_dir source_mix_ratio
-  avg_start avg_end avg_num decode_config decode_mode decode_base demo_dir demo_finetune_epochs
+  avg_start avg_end avg_num decode_config decode_mode decode_base hotwords hotword_score
+  demo_dir demo_finetune_epochs
   demo_base_config demo_base_epochs demo_corpus_opts)
 recipe_stages=("-1: demo (only without wav_dir/base_model): synthetic corpus + base model, cached"
   "0: data      wav_dir + transcript -> Kaldi data dirs + rejects.tsv"
@@ -221,18 +225,28 @@ if run_stage 6 decode; then
   sets="${dev_wav_dir:+dev}"
   for entry in $test_sets; do sets="$sets ${entry%%:*}"; done
   [ -n "${sets// /}" ] || sets=train  # nothing held out: at least show the training-set CER
+  phrase_opts=()  # with a hotword list: its phrases' recall for every (unbiased) decode too
+  [ -z "$hotwords" ] || phrase_opts=(--phrases "$hotwords")
   for set in $sets; do
     out=$exp_dir/decode/$set
     if $decode_base; then
       decode.py --checkpoint "$base_model" --decode-config "$decode_config" \
-        --data-dir "$data/$set" --out-dir "$out/base" --mode "$decode_mode" --nj "$nj"
+        --data-dir "$data/$set" --out-dir "$out/base" --mode "$decode_mode" --nj "$nj" \
+        "${phrase_opts[@]}"
     fi
     decode.py --model-dir "$exp_dir/export" --backend torch --data-dir "$data/$set" \
-      --out-dir "$out/finetuned" --mode "$decode_mode" --nj "$nj"
+      --out-dir "$out/finetuned" --mode "$decode_mode" --nj "$nj" "${phrase_opts[@]}"
+    if [ -n "$hotwords" ]; then  # hotwords need a CTC prefix beam (+ rescoring) search
+      case $decode_mode in ctc_prefix_beam|attention_rescoring) hw_mode=$decode_mode ;;
+        *) hw_mode=attention_rescoring ;; esac
+      decode.py --model-dir "$exp_dir/export" --backend torch --data-dir "$data/$set" \
+        --out-dir "$out/finetuned_hotwords" --mode "$hw_mode" --nj "$nj" \
+        --hotwords "$hotwords" ${hotword_score:+--hotword-score "$hotword_score"}
+    fi
     decode.py --model-dir "$exp_dir/export" --backend onnx --data-dir "$data/$set" \
-      --out-dir "$out/onnx_fp32" --mode "$decode_mode" --nj "$nj"
+      --out-dir "$out/onnx_fp32" --mode "$decode_mode" --nj "$nj" "${phrase_opts[@]}"
     decode.py --model-dir "$exp_dir/export" --backend onnx --quantized --data-dir "$data/$set" \
-      --out-dir "$out/onnx_int8" --mode "$decode_mode" --nj "$nj"
+      --out-dir "$out/onnx_int8" --mode "$decode_mode" --nj "$nj" "${phrase_opts[@]}"
     # ONNX Runtime must give the same hypotheses as PyTorch (target: >= 99% of utterances)
     score.py --agree "$out/finetuned" "$out/onnx_fp32"
   done

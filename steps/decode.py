@@ -10,6 +10,10 @@ feature config, decodes, and writes DIR/hyp.txt (Kaldi text), DIR/per_utt.txt (s
 alignments with S/D/I), DIR/result.json ({"cer", "wer", "n_utts", "ref_units", "sub", "del",
 "ins", ...}) and DIR/failed.txt for unreadable audio (scored as empty hypotheses). CER is
 total edits / total reference characters over the set. Prints a one-line summary.
+
+With --hotwords FILE the search favours the file's phrases (see README, "Hotwords"), and
+result.json gains "hotwords": the recall of those phrases in the references (and false
+alarms); --phrases FILE gives the same figures for a list without biasing the search.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nj", type=int, default=1, help="parallel decoding processes")
     p.add_argument("--threads", type=int, default=0, help="threads per job (0: cores / nj)")
     p.add_argument("--name", help="model name for result.json / tables (default: out-dir name)")
+    p.add_argument(
+        "--phrases",
+        metavar="FILE",
+        help="phrase list (hotword file format) whose recall goes into result.json; no biasing",
+    )
     add_decode_arguments(p)
     a = p.parse_args(argv)
     if a.checkpoint and (a.backend != "torch" or a.quantized):
@@ -46,10 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     from e2e_asr.data.features import FeatureError
     from e2e_asr.data.io import atomic_write_lines
     from e2e_asr.decode.config import DecodeConfigError
+    from e2e_asr.decode.context_graph import HotwordError, phrase_recall, read_phrases
     from e2e_asr.decode.jobs import ModelSpec, items_from_data_dir, run_jobs
     from e2e_asr.decode.recognizer import RecognizerError
     from e2e_asr.decode.report import write_results
     from e2e_asr.model.checkpoint import CheckpointError
+
+    phrase_file = a.hotwords or a.phrases
+    if phrase_file:  # read first: a bad file should not wait for the whole decode
+        try:
+            phrases = [p for p, _, _ in read_phrases(phrase_file)]
+        except HotwordError as e:
+            print(f"decode: error: {e}", file=sys.stderr)
+            return 1
 
     spec = ModelSpec(
         model_dir=a.model_dir,
@@ -88,11 +106,21 @@ def main(argv: list[str] | None = None) -> int:
         "decode_seconds": round(res.decode_seconds, 2),
         "rtf": round(res.decode_seconds / max(res.audio_seconds, 1e-9), 4),
     }
+    if phrase_file:
+        recall = phrase_recall(refs, res.hyps, phrases)
+        extra["hotwords"] = {"file": phrase_file, "biased": bool(a.hotwords), **recall.to_dict()}
     score = write_results(out, refs, res.hyps, extra)
     atomic_write_lines(out / "failed.txt", (f"{k}\t{v}" for k, v in sorted(res.failed.items())))
     for k, v in sorted(res.failed.items())[:10]:
         print(f"decode: {k}: {v}", file=sys.stderr)
-    print(f"{extra['set']} {name} ({label}): {score.summary()}; RTF {extra['rtf']:.3f}")
+    line = f"{extra['set']} {name} ({label}): {score.summary()}; RTF {extra['rtf']:.3f}"
+    if "hotwords" in extra:
+        h = extra["hotwords"]
+        line += (
+            f"; phrase recall {h['recall']:.2f}% ({h['recalled']}/{h['occurrences']}"
+            f"{', biased' if h['biased'] else ''}), false alarms {h['false_alarms']}"
+        )
+    print(line)
     return 0
 
 

@@ -5,6 +5,9 @@ Reads DECODE_DIR/<set>/<model>/result.json (written by steps/decode.py:
 {"cer": percent, "wer": percent|null, "n_utts": n}), prints a markdown table (rows: sets,
 columns: models) and writes EXP_DIR/RESULTS.md and EXP_DIR/results.json =
 {"cer": {"<set>": {"<model>": percent}}, "stage_seconds": {"<stage>": seconds}}.
+When decodes measured a hotword/phrase list (decode.py --hotwords/--phrases), a second table
+gives the phrase recall, and results.json gains
+"phrase_recall": {"<set>": {"<model>": {"recall": percent, "false_alarms": n, ...}}}.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 # Known models first, in pipeline order; anything else follows alphabetically.
-MODEL_ORDER = ("base", "finetuned", "onnx_fp32", "onnx_int8")
+MODEL_ORDER = ("base", "finetuned", "finetuned_hotwords", "onnx_fp32", "onnx_int8")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -37,6 +40,48 @@ def _atomic_write(path: Path, text: str) -> None:
 def _order(models: set[str]) -> list[str]:
     known = [m for m in MODEL_ORDER if m in models]
     return known + sorted(models - set(MODEL_ORDER))
+
+
+def collect_phrase_recall(decode_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """{set: {model: hotword figures}} for the decodes that measured a phrase list."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in sorted(decode_dir.glob("*/*/result.json")):
+        try:
+            hot = json.loads(path.read_text(encoding="utf-8")).get("hotwords")
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"make_results: cannot read {path}: {exc}") from exc
+        if isinstance(hot, dict) and "recall" in hot:
+            out.setdefault(path.parent.parent.name, {})[path.parent.name] = hot
+    return out
+
+
+def render_recall(recall: dict[str, dict[str, dict[str, Any]]]) -> str:
+    models = _order({m for row in recall.values() for m in row})
+    lines = [
+        "",
+        "## Hotword phrase recall (%)",
+        "",
+        "Occurrences of the list's phrases in the references found in the hypotheses "
+        "(false alarms: extra occurrences in the hypotheses); `*`: decoded with the list "
+        "as hotwords.",
+        "",
+        "| set | " + " | ".join(models) + " |",
+        "|---|" + "---:|" * len(models),
+    ]
+    for set_name in sorted(recall):
+        cells = []
+        for m in models:
+            h = recall[set_name].get(m)
+            if h is None:
+                cells.append("-")
+                continue
+            star = "*" if h.get("biased") else ""
+            cells.append(
+                f"{h['recall']:.1f}{star} ({h['recalled']}/{h['occurrences']}, "
+                f"fa {h['false_alarms']})"
+            )
+        lines.append(f"| {set_name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def collect_results(decode_dir: Path) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
@@ -110,8 +155,13 @@ def make_results(
     if not cer:
         raise SystemExit(f"make_results: no <set>/<model>/result.json under {decode_dir}")
     stage_seconds = read_stage_seconds(stage_seconds_path)
-    results = {"cer": cer, "stage_seconds": stage_seconds}
+    results: dict[str, Any] = {"cer": cer, "stage_seconds": stage_seconds}
     markdown = render_markdown(cer, n_utts, stage_seconds)
+    recall = collect_phrase_recall(decode_dir)
+    if recall:
+        results["phrase_recall"] = recall
+        head, sep, tail = markdown.partition("\n## Wall time")
+        markdown = head + render_recall(recall) + sep + tail
     _atomic_write(exp_dir / "results.json", json.dumps(results, indent=2, sort_keys=True) + "\n")
     _atomic_write(exp_dir / "RESULTS.md", f"# Results: {exp_dir}\n\n" + markdown)
     print(markdown, end="")

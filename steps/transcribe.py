@@ -6,13 +6,20 @@
 
 One line per input, in input order; for WAV arguments the utterance id is the file name
 without its extension. Decoding options come from the package's decode.yaml and can be
-overridden here. An input that cannot be read is reported on stderr, printed with an empty
-text, and makes the exit status 1.
+overridden here (e.g. --hotwords FILE --hotword-score 2.0). An input that cannot be read is
+reported on stderr, printed with an empty text, and makes the exit status 1.
+
+--output-format ctm prints Kaldi CTM lines, one per token:
+  `<utt> 1 <start> <duration> <token> <confidence>` (seconds, confidence in [0, 1]);
+--output-format json prints one JSON object per input:
+  {"utt": ..., "text": ..., "tokens": [{"token", "start", "duration", "confidence"}, ...]}.
+Times and confidences come from a CTC forced alignment of the final hypothesis.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from e2e_asr.decode.config import add_decode_arguments, overrides_from_args
@@ -25,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quantized", action="store_true", help="use the int8 ONNX graphs")
     p.add_argument("--wav-scp", help="Kaldi wav.scp (`utt path` or `utt command |`)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
+    p.add_argument(
+        "--output-format",
+        choices=("text", "ctm", "json"),
+        default="text",
+        help="text: `<utt> <text>`; ctm: per-token times and confidences; json: both",
+    )
     p.add_argument("wavs", nargs="*", metavar="WAV")
     add_decode_arguments(p)
     a = p.parse_args(argv)
@@ -54,13 +67,28 @@ def main(argv: list[str] | None = None) -> int:
             quantized=a.quantized,
             overrides=overrides_from_args(a),
         )
-        res = run_job(spec, items, a.threads, verbose=False)
+        times = a.output_format != "text"
+        res = run_job(spec, items, a.threads, verbose=False, times=times)
     except (DataDirError, DecodeConfigError, RecognizerError, CheckpointError, OSError) as e:
         print(f"transcribe: error: {e}", file=sys.stderr)
         return 1
     for it in items:
         text = res.hyps.get(it.key, "")
-        print(f"{it.key} {text}".rstrip())
+        if a.output_format == "text":
+            print(f"{it.key} {text}".rstrip())
+            continue
+        toks = [t.to_dict(res.symbols[t.token]) for t in res.times.get(it.key, [])]
+        if a.output_format == "ctm":
+            for t in toks:
+                print(
+                    f"{it.key} 1 {t['start']:.2f} {t['duration']:.2f} {t['token']} "
+                    f"{t['confidence']:.3f}"
+                )
+        else:
+            obj = {"utt": it.key, "text": text, "tokens": toks}
+            if it.key in res.failed:
+                obj["error"] = res.failed[it.key]
+            print(json.dumps(obj, ensure_ascii=False))
     for key, reason in res.failed.items():
         print(f"transcribe: {key}: {reason}", file=sys.stderr)
     return 1 if res.failed else 0

@@ -89,3 +89,30 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     tsv.write_text("3 seconds\n")
     with pytest.raises(SystemExit, match=f"{tsv}:1"):
         make_results.make_results(tmp_path, decode, tsv)
+
+
+def test_phrase_recall_table_when_a_list_was_measured(exp: Path) -> None:
+    decode = exp / "decode"
+    hot = {"file": "hot.txt", "phrases": 9, "occurrences": 40, "false_alarms": 2}
+    for model, recalled, biased in (("finetuned", 20, False), ("finetuned_hotwords", 30, True)):
+        d = decode / "target_test" / model
+        d.mkdir(parents=True, exist_ok=True)
+        r = {
+            "cer": 20.0,
+            "n_utts": 30,
+            "hotwords": {
+                **hot,
+                "recalled": recalled,
+                "recall": recalled / 40 * 100,
+                "biased": biased,
+            },
+        }
+        (d / "result.json").write_text(json.dumps(r))
+    results = make_results.make_results(exp, decode)
+    rec = results["phrase_recall"]["target_test"]
+    assert rec["finetuned"]["recall"] == 50.0 and rec["finetuned_hotwords"]["recall"] == 75.0
+    md = (exp / "RESULTS.md").read_text()
+    assert "## Hotword phrase recall (%)" in md
+    assert "| target_test | 50.0 (20/40, fa 2) | 75.0* (30/40, fa 2) |" in md
+    # the CER table lists the hotword decode next to the plain one
+    assert "| set | base | finetuned | finetuned_hotwords | onnx_fp32 | onnx_int8 |" in md

@@ -25,6 +25,10 @@ class DecodeConfig:
     maxlenratio: float = 0.0  # 0: up to the encoder length
     minlenratio: float = 0.0
     batch_size: int = 8  # utterances per encoder batch
+    # hotword biasing (ctc_prefix_beam, attention_rescoring): a phrase file and the default
+    # per-token bonus of its phrases (see e2e_asr.decode.context_graph)
+    hotwords: str | None = None
+    hotword_score: float = 2.0
     # seed keys kept for compatibility: an LM is not supported, char_num checks the vocabulary
     lm_rate: float = 0.0
     char_num: int | None = None
@@ -50,6 +54,13 @@ class DecodeConfig:
             )
         if self.batch_size < 1:
             raise DecodeConfigError(f"{where}: batch_size must be >= 1")
+        if not self.hotword_score > 0:
+            raise DecodeConfigError(f"{where}: hotword_score {self.hotword_score} must be > 0")
+        if self.hotwords and self.mode not in ("ctc_prefix_beam", "attention_rescoring"):
+            raise DecodeConfigError(
+                f"{where}: hotwords work with mode ctc_prefix_beam or attention_rescoring, "
+                f"not {self.mode}"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, where: str = "decode config") -> DecodeConfig:
@@ -134,6 +145,15 @@ def add_decode_arguments(parser: Any) -> None:
     g.add_argument("--maxlenratio", type=float)
     g.add_argument("--minlenratio", type=float)
     g.add_argument("--batch-size", type=int, help="utterances per encoder batch")
+    g.add_argument(
+        "--hotwords",
+        metavar="FILE",
+        help="hotword phrases to favour, one a line, optional ' :score' per phrase "
+        "(modes ctc_prefix_beam, attention_rescoring)",
+    )
+    g.add_argument(
+        "--hotword-score", type=float, help="bonus per matched token of a hotword (default 2.0)"
+    )
 
 
 def overrides_from_args(args: Any) -> dict[str, Any]:
@@ -146,5 +166,7 @@ def overrides_from_args(args: Any) -> dict[str, Any]:
         "maxlenratio",
         "minlenratio",
         "batch_size",
+        "hotwords",
+        "hotword_score",
     )
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}

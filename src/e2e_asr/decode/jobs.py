@@ -66,6 +66,8 @@ class JobResult:
     audio_seconds: float = 0.0
     decode_seconds: float = 0.0  # features + search, excluding model loading
     config: dict[str, Any] = field(default_factory=dict)  # the effective decode options
+    times: dict[str, list] = field(default_factory=dict)  # key -> [TokenTime] (times=True)
+    symbols: list[str] = field(default_factory=list)  # the model's units (times=True)
 
 
 def items_from_wav_scp(path: str | os.PathLike) -> list[Item]:
@@ -104,12 +106,17 @@ class _AudioCache:
         return x[start:end]
 
 
-def run_job(spec: ModelSpec, items: Sequence[Item], num_threads: int, verbose: bool) -> JobResult:
-    """Decode ``items``; unreadable audio is recorded in ``failed``, never dropped silently."""
+def run_job(
+    spec: ModelSpec, items: Sequence[Item], num_threads: int, verbose: bool, times: bool = False
+) -> JobResult:
+    """Decode ``items``; unreadable audio is recorded in ``failed``, never dropped silently.
+    With ``times``, each token's start, duration and confidence go to ``res.times``."""
     rec = spec.build(num_threads)
     sr = rec.feature_config.sample_rate
     cache = _AudioCache(sr)
     res = JobResult(config=rec.config.to_dict())
+    if times:
+        res.symbols = list(rec.tokenizer.units)
     t0 = time.perf_counter()
     for start in range(0, len(items), CHUNK):
         chunk = items[start : start + CHUNK]
@@ -127,8 +134,13 @@ def run_job(spec: ModelSpec, items: Sequence[Item], num_threads: int, verbose: b
                 res.audio_seconds += samples.shape[0] / sr
             except (AudioError, FeatureError, OSError) as e:
                 res.failed[it.key] = f"{type(e).__name__}: {e}"
-        for (key, _), ids in zip(feats, rec.decode_features(feats), strict=True):
-            res.hyps[key] = rec.text(ids)
+        if times:
+            for (key, _), (ids, tt) in zip(feats, rec.decode_with_times(feats), strict=True):
+                res.hyps[key] = rec.text(ids)
+                res.times[key] = tt
+        else:
+            for (key, _), ids in zip(feats, rec.decode_features(feats), strict=True):
+                res.hyps[key] = rec.text(ids)
         if verbose:
             print(f"decoded {min(start + CHUNK, len(items))}/{len(items)}", file=sys.stderr)
     res.decode_seconds = time.perf_counter() - t0

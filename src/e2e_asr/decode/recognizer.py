@@ -18,7 +18,9 @@ import numpy as np
 
 from e2e_asr.data.features import FeatureConfig, compute_features
 from e2e_asr.data.units import Tokenizer, read_units
+from e2e_asr.decode.alignment import TokenTime, token_times
 from e2e_asr.decode.config import DecodeConfig
+from e2e_asr.decode.context_graph import ContextGraph, HotwordError, load_hotwords
 from e2e_asr.decode.scorer import Scorer
 from e2e_asr.decode.search import decode_batch
 
@@ -55,6 +57,19 @@ class Recognizer:
         self.subsampling = subsampling
         self.min_frames = MIN_FRAMES.get(subsampling, 2 * subsampling)
         self.max_frames = max_encoder_frames * subsampling
+        # time step of one CTC output frame, for token timestamps
+        self.frame_seconds = self.feature_config.frame_shift_ms / 1000.0 * subsampling
+        self.context: ContextGraph | None = None
+        if decode_config.hotwords:
+            try:
+                self.context = load_hotwords(
+                    decode_config.hotwords,
+                    self.tokenizer,
+                    decode_config.hotword_score,
+                    lambda m: print(f"hotwords: {m}", file=sys.stderr),
+                )
+            except HotwordError as e:
+                raise RecognizerError(str(e)) from None
 
     # -- construction --------------------------------------------------------------------
 
@@ -146,6 +161,23 @@ class Recognizer:
         short to give one encoder frame decode to nothing; inputs longer than the model's
         positional tables are refused with the key in the message.
         """
+        return self._decode(items, None)
+
+    def decode_with_times(
+        self, items: Sequence[tuple[str, np.ndarray]]
+    ) -> list[tuple[list[int], list[TokenTime]]]:
+        """Like ``decode_features``, plus each token's start, duration and confidence from a
+        CTC forced alignment of the final hypothesis (``e2e_asr.decode.alignment``)."""
+        posteriors: dict[int, np.ndarray] = {}
+        hyps = self._decode(items, posteriors)
+        return [
+            (ids, token_times(posteriors[i], ids, self.frame_seconds) if i in posteriors else [])
+            for i, ids in enumerate(hyps)
+        ]
+
+    def _decode(
+        self, items: Sequence[tuple[str, np.ndarray]], posteriors: dict[int, np.ndarray] | None
+    ) -> list[list[int]]:
         out: list[list[int]] = [[] for _ in items]
         order = []
         for i, (key, f) in enumerate(items):
@@ -167,10 +199,12 @@ class Recognizer:
             batch = np.zeros((len(idx), int(lens.max()), dim), dtype=np.float32)
             for j, i in enumerate(idx):
                 batch[j, : lens[j]] = items[i][1]
-            for i, hyp in zip(
-                idx, decode_batch(self.scorer, batch, lens, self.config), strict=True
-            ):
+            lps: list[np.ndarray] | None = [] if posteriors is not None else None
+            hyps = decode_batch(self.scorer, batch, lens, self.config, self.context, lps)
+            for j, (i, hyp) in enumerate(zip(idx, hyps, strict=True)):
                 out[i] = hyp
+                if posteriors is not None and lps is not None:
+                    posteriors[i] = lps[j]
         return out
 
     def text(self, ids: Iterable[int]) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 from e2e_asr.decode.config import DecodeConfig
 
 if TYPE_CHECKING:
+    from e2e_asr.decode.context_graph import ContextGraph
     from e2e_asr.decode.scorer import Scorer
 
 BLANK = 0
@@ -78,6 +79,7 @@ def ctc_prefix_beam(
     beam: int = 10,
     blank: int = BLANK,
     prune_top_k: int | None = None,
+    context: ContextGraph | None = None,
 ) -> list[tuple[list[int], float]]:
     """CTC prefix beam search over one utterance's [T, V] log-probs.
 
@@ -87,6 +89,10 @@ def ctc_prefix_beam(
     of that frame, which is what keeps a 5000-unit vocabulary affordable; the blank and the
     repeat of a prefix's last token are always scored. The per-frame work is numpy over
     prefixes x tokens; Python only touches the few prefixes that survive.
+
+    With a hotword ``context`` graph, every prefix also carries its context state and bonus:
+    prefixes are ranked by log-prob + bonus, and the returned scores include the bonus
+    (unfinished matches withdrawn at the end, see ``context_graph``).
     """
     lp = _to_numpy(log_probs).astype(np.float64, copy=False)
     if lp.ndim != 2:
@@ -98,6 +104,8 @@ def ctc_prefix_beam(
     pb = np.array([0.0])  # log p(prefix, path ends in blank)
     pnb = np.array([NEG_INF])  # log p(prefix, path ends in its last token)
     last = np.array([-1])
+    ctx_states = [context.start] if context is not None else []
+    ctx = np.array([0.0])  # hotword bonus of each prefix so far
     for t in range(T):
         frame = lp[t]
         masked = frame.copy()
@@ -123,18 +131,31 @@ def ctc_prefix_beam(
                 stay_nb[qi] = np.logaddexp(stay_nb[qi], ext[pi, j])
                 ext[pi, j] = NEG_INF
         n = len(prefixes)
-        scores = np.concatenate([np.logaddexp(stay_b, stay_nb), ext.ravel()])
+        ext_ctx = None
+        if context is not None:
+            steps = [[context.step(st, int(c)) for c in tok] for st in ctx_states]
+            ext_ctx = ctx[:, None] + np.array([[d for d, _ in row] for row in steps])
+            with np.errstate(invalid="ignore"):
+                scores = np.concatenate(
+                    [np.logaddexp(stay_b, stay_nb) + ctx, (ext + ext_ctx).ravel()]
+                )
+        else:
+            scores = np.concatenate([np.logaddexp(stay_b, stay_nb), ext.ravel()])
         m = min(beam, scores.shape[0])
         top = np.argpartition(-scores, m - 1)[:m] if m < scores.shape[0] else np.arange(m)
         top = top[np.argsort(-scores[top], kind="stable")]
         top = top[scores[top] > NEG_INF] if np.isfinite(scores[top[0]]) else top[:1]
         new_prefixes, new_pb, new_pnb, new_last = [], [], [], []
+        new_states, new_ctx = [], []
         for i in top.tolist():
             if i < n:
                 new_prefixes.append(prefixes[i])
                 new_pb.append(stay_b[i])
                 new_pnb.append(stay_nb[i])
                 new_last.append(last[i])
+                if ext_ctx is not None:
+                    new_states.append(ctx_states[i])
+                    new_ctx.append(ctx[i])
             else:
                 pi, j = divmod(i - n, len(tok))
                 c = int(tok[j])
@@ -142,9 +163,16 @@ def ctc_prefix_beam(
                 new_pb.append(NEG_INF)
                 new_pnb.append(ext[pi, j])
                 new_last.append(c)
+                if ext_ctx is not None:
+                    new_states.append(steps[pi][j][1])
+                    new_ctx.append(ext_ctx[pi, j])
         prefixes = new_prefixes
         pb, pnb, last = np.array(new_pb), np.array(new_pnb), np.array(new_last)
+        if ext_ctx is not None:
+            ctx_states, ctx = new_states, np.array(new_ctx)
     final = np.logaddexp(pb, pnb)
+    if context is not None:
+        final = final + ctx + np.array([context.finalize(st) for st in ctx_states])
     order = np.argsort(-final, kind="stable")
     return [(list(prefixes[i]), float(final[i])) for i in order]
 
@@ -328,11 +356,14 @@ def rescore_nbest(
     enc_lens: np.ndarray,
     nbests: list[list[tuple[list[int], float]]],
     ctc_weight: float,
+    context: ContextGraph | None = None,
 ) -> list[list[int]]:
     """Attention rescoring of CTC n-best lists, one decoder call per utterance for its n-best.
 
     score = ctc_weight * ctc + (1 - ctc_weight) * att, where att sums the decoder's
-    log-probabilities of the hypothesis followed by eos.
+    log-probabilities of the hypothesis followed by eos. With a hotword ``context`` the CTC
+    scores already hold each hypothesis' bonus; the decoder's share gets it too, so the bonus
+    counts in full whatever ``ctc_weight`` is.
     """
     sos = eos = scorer.eos
     best: list[list[int]] = [[] for _ in nbests]
@@ -356,29 +387,48 @@ def rescore_nbest(
         valid = np.arange(L)[None, :] < ys_lens[:, None]
         att = np.where(valid, picked.astype(np.float64), 0.0).sum(axis=1)
         ctc = np.array([s for _, s in nbest])
+        if context is not None:
+            att = att + np.array([context.score(h) for h in hyps])
         total = ctc_weight * ctc + (1.0 - ctc_weight) * att
         best[b] = hyps[int(np.argmax(total))]
     return best
 
 
 def decode_batch(
-    scorer: Scorer, feats: np.ndarray, lens: np.ndarray, cfg: DecodeConfig
+    scorer: Scorer,
+    feats: np.ndarray,
+    lens: np.ndarray,
+    cfg: DecodeConfig,
+    context: ContextGraph | None = None,
+    posteriors: list[np.ndarray] | None = None,
 ) -> list[list[int]]:
     """Decode a padded feature batch [B, T, D] with the search ``cfg.mode``: the encoder runs
-    once for the batch, rescoring runs once for all n-best lists of the batch."""
+    once for the batch, rescoring runs once for all n-best lists of the batch.
+
+    ``context`` (hotwords) biases the CTC prefix beam search and attention rescoring; the
+    other modes refuse it. If ``posteriors`` is a list, each utterance's CTC log-probs
+    [T', V] (trimmed to its length) are appended to it (for timestamps and confidences).
+    """
     enc, enc_lens, ctc_lp = scorer.encode(feats, lens)
     enc_lens = np.asarray(enc_lens, dtype=np.int64)
+    if posteriors is not None:
+        lp = _to_numpy(ctc_lp)
+        posteriors.extend(lp[b, : int(enc_lens[b])] for b in range(len(enc_lens)))
+    if context is not None and cfg.mode not in ("ctc_prefix_beam", "attention_rescoring"):
+        raise ValueError(
+            f"hotwords work with mode ctc_prefix_beam or attention_rescoring, not {cfg.mode}"
+        )
     if cfg.mode == "ctc_greedy":
         return ctc_greedy(ctc_lp, enc_lens)
     if cfg.mode in ("ctc_prefix_beam", "attention_rescoring"):
         nbests = [
-            ctc_prefix_beam(ctc_lp[b], int(enc_lens[b]), beam=cfg.ctc_beam)
+            ctc_prefix_beam(ctc_lp[b], int(enc_lens[b]), beam=cfg.ctc_beam, context=context)
             for b in range(len(enc_lens))
         ]
         if cfg.mode == "ctc_prefix_beam":
             return [nb[0][0] if nb else [] for nb in nbests]
         return rescore_nbest(
-            scorer, enc, enc_lens, [nb[: cfg.beam] for nb in nbests], cfg.ctc_weight
+            scorer, enc, enc_lens, [nb[: cfg.beam] for nb in nbests], cfg.ctc_weight, context
         )
     if cfg.mode == "attention":
         out = []
