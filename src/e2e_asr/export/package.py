@@ -28,6 +28,7 @@ from e2e_asr.decode.onnx_scorer import OnnxScorer
 from e2e_asr.export.onnx_export import export_model
 from e2e_asr.export.parity import check_fp32, compare
 from e2e_asr.export.quantize import quantize_int8
+from e2e_asr.export.sherpa import write_sherpa_model
 from e2e_asr.model.checkpoint import CheckpointError, load_model, save_checkpoint
 from e2e_asr.model.embedding import DEFAULT_MAX_LEN
 
@@ -115,8 +116,15 @@ def export_package(
                 f"outputs identical for {int8.greedy_agreement:.0%} of the random test inputs, "
                 f"token error {int8.greedy_token_error:.2f}%"
             )
+        # the same encoder graphs under sherpa-onnx's names (a WeNet-style CTC model)
+        sherpa = write_sherpa_model(build, list(units), feat_cfg, model.subsampling_rate, log)
         meta = _metadata(model, payload, feat_cfg, shapes, fp32, int8)
-        meta["files"] = {p.name: p.stat().st_size for p in sorted(build.iterdir())}
+        meta["sherpa_onnx"] = sherpa
+        meta["files"] = {
+            str(p.relative_to(build)): p.stat().st_size
+            for p in sorted(build.rglob("*"))
+            if p.is_file()
+        }
         atomic_write_text(build / "metadata.json", json.dumps(meta, indent=2, ensure_ascii=False))
         _swap_in(build, out)
     except BaseException:
@@ -153,8 +161,8 @@ def _swap_in(build: Path, out: Path) -> None:
     """Replace ``out`` by ``build`` with renames only."""
     # mkdtemp/mkstemp create owner-only modes; a shipped package should be world-readable
     os.chmod(build, 0o755)
-    for p in build.iterdir():
-        os.chmod(p, 0o644)
+    for p in build.rglob("*"):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old")
