@@ -16,9 +16,10 @@ from e2e_asr.data.cmvn import read_cmvn
 from e2e_asr.data.datadir import Utterance, write_data_dir
 from e2e_asr.data.espnet_json import read_utts
 from e2e_asr.data.features import FeatureConfig
-from e2e_asr.data.jsonprep import JsonPrepError, load_base_model_info, prepare_json
+from e2e_asr.data.jsonprep import JsonPrepError, prepare_json
 from e2e_asr.data.split import base_key, dev_keys
 from e2e_asr.data.units import read_units
+from e2e_asr.model.checkpoint import base_model_info as load_base_model_info
 
 TEXTS = [
     "你好世界",
@@ -114,7 +115,7 @@ def test_make_json_with_base_model(corpus: Path, tmp_path: Path) -> None:
         "--num-utt-percent",
         "4",
         "--config",
-        "/work/shared/seeds/ce_espnet_baseline_fintune.yaml",
+        REPO / "tests" / "data" / "seed_finetune.yaml",
     )
     assert res.returncode == 0, res.stderr
     first = res.stdout.splitlines()[0]
