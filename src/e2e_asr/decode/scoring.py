@@ -138,15 +138,6 @@ def word_units(text: str) -> list[str]:
     return text.split()
 
 
-def corpus_stats(pairs: Iterable[tuple[str, str]], unit: str = "char") -> EditStats:
-    """Sum of edit counts over (ref, hyp) text pairs; ``unit`` is ``char`` or ``word``."""
-    split = char_units if unit == "char" else word_units
-    total = EditStats()
-    for ref, hyp in pairs:
-        total.add(edit_stats(split(ref), split(hyp)))
-    return total
-
-
 def _width(s: str) -> int:
     # CJK characters take two terminal columns; pad by display width so columns line up.
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)

@@ -6,7 +6,6 @@ ONNX Runtime sessions share one implementation (see ``scorer.py``).
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -61,16 +60,6 @@ def ctc_greedy(log_probs: Any, lengths: Any = None, blank: int = BLANK) -> list[
             prev = tok
         hyps.append(out)
     return hyps
-
-
-def _logaddexp(a: float, b: float) -> float:
-    if a == NEG_INF:
-        return b
-    if b == NEG_INF:
-        return a
-    if a > b:
-        return a + math.log1p(math.exp(b - a))
-    return b + math.log1p(math.exp(a - b))
 
 
 def ctc_prefix_beam(
