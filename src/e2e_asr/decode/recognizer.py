@@ -108,7 +108,16 @@ class Recognizer:
                     raise RecognizerError(f"{d}: missing {p.name}")
             from e2e_asr.decode.onnx_scorer import OnnxScorer
 
-            scorer = OnnxScorer.from_files(enc, dec, len(units), num_threads)
+            # the incremental decoder's graphs; an export made before them has neither and
+            # decodes with the whole-prefix decoder graph
+            mem, step = d / f"decoder_memory{suffix}", d / f"decoder_step{suffix}"
+            if mem.is_file() != step.is_file():
+                raise RecognizerError(
+                    f"{d}: {mem.name} and {step.name} go together; one is missing"
+                )
+            if not step.is_file():
+                mem = step = None
+            scorer = OnnxScorer.from_files(enc, dec, len(units), num_threads, mem, step)
             sub = int(meta.get("subsampling", 4))
         else:
             raise RecognizerError(f"unknown backend {backend!r} (torch or onnx)")

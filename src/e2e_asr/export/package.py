@@ -33,6 +33,9 @@ from e2e_asr.model.checkpoint import CheckpointError, load_model, save_checkpoin
 from e2e_asr.model.embedding import DEFAULT_MAX_LEN
 
 PACKAGE_KEYS = ("model", "config", "units", "feature_config")
+# the ONNX graphs, each also quantized (<name>.int8.onnx); decoder_memory + decoder_step are
+# the incremental decoder (exports made before them decode with decoder.onnx alone)
+GRAPHS = ("encoder", "decoder", "decoder_memory", "decoder_step")
 
 
 class ExportError(RuntimeError):
@@ -88,9 +91,9 @@ def export_package(
         write_units(build / "units.txt", list(units))
         atomic_write_text(build / "feature.yaml", feat_cfg.to_yaml())
         atomic_write_text(build / "decode.yaml", yaml.safe_dump(dcfg.to_dict(), sort_keys=False))
-        log("exporting encoder.onnx and decoder.onnx")
+        log("exporting encoder.onnx, decoder.onnx, decoder_memory.onnx and decoder_step.onnx")
         shapes = export_model(model, build)
-        scorer = OnnxScorer.from_files(build / "encoder.onnx", build / "decoder.onnx", model.odim)
+        scorer = _scorer(build, ".onnx", model.odim)
         try:
             fp32 = check_fp32(model, scorer)
         except Exception:
@@ -103,11 +106,9 @@ def export_package(
         int8 = None
         if quantize:
             log("quantizing to int8")
-            quantize_int8(build / "encoder.onnx", build / "encoder.int8.onnx")
-            quantize_int8(build / "decoder.onnx", build / "decoder.int8.onnx")
-            q = OnnxScorer.from_files(
-                build / "encoder.int8.onnx", build / "decoder.int8.onnx", model.odim
-            )
+            for name in GRAPHS:
+                quantize_int8(build / f"{name}.onnx", build / f"{name}.int8.onnx")
+            q = _scorer(build, ".int8.onnx", model.odim)
             int8 = compare(model, q)  # values reported, not enforced: int8 is approximate
             if not int8.lengths_equal:  # but a graph that breaks on other shapes is broken
                 raise ExportError(f"int8 graphs give other output shapes: {int8.cases}")
@@ -133,6 +134,11 @@ def export_package(
     return meta
 
 
+def _scorer(build: Path, suffix: str, vocab_size: int) -> OnnxScorer:
+    encoder, decoder, memory, step = (build / f"{name}{suffix}" for name in GRAPHS)
+    return OnnxScorer.from_files(encoder, decoder, vocab_size, 0, memory, step)
+
+
 def _metadata(model, payload, feat_cfg, shapes, fp32, int8) -> dict[str, Any]:
     mc = model.config
     return {
@@ -150,6 +156,8 @@ def _metadata(model, payload, feat_cfg, shapes, fp32, int8) -> dict[str, Any]:
         "feature_config": feat_cfg.to_dict(),
         "epoch": payload.get("epoch"),
         "averaged_from": payload.get("averaged_from"),
+        # decoder_memory/decoder_step (.onnx, .int8.onnx) are present: the searches use them
+        "incremental_decoder": True,
         "export_shapes": shapes,
         "parity_fp32": fp32.to_dict(),
         "parity_int8": None if int8 is None else int8.to_dict(),

@@ -33,6 +33,12 @@ DECODER_CASES: tuple[tuple[tuple[int, ...], int, bool], ...] = (
 )
 
 
+# incremental decoder: (hypotheses, beam steps from an empty cache, feature length) with one
+# broadcast encoder row, and (tree node parents, feature length): a prefix tree in one call
+STEP_CASES: tuple[tuple[int, int, int], ...] = ((1, 4, 61), (4, 3, 177))
+TREE_CASES: tuple[tuple[tuple[int, ...], int], ...] = (((-1, 0, 1, 1, 0, 4, 5, 2), 143),)
+
+
 class ParityError(RuntimeError):
     """The ONNX graph does not reproduce the PyTorch model."""
 
@@ -75,7 +81,8 @@ def _update(report: ParityReport, name: str, diff: float) -> None:
 
 
 def compare(model: E2EModel, onnx_scorer: OnnxScorer, seed: int = 0) -> ParityReport:
-    """Max abs differences of encoder output, CTC log-probs and decoder log-probs."""
+    """Max abs differences of encoder output, CTC log-probs and decoder log-probs, and of the
+    incremental decoder's source keys/values and log-probs when the scorer has it."""
     torch_scorer = TorchScorer(model)
     rng = np.random.default_rng(seed)
     report = ParityReport()
@@ -125,7 +132,59 @@ def compare(model: E2EModel, onnx_scorer: OnnxScorer, seed: int = 0) -> ParityRe
             continue
         for b, m in enumerate(ys_lengths):
             _update(report, "decoder_logp", float(np.abs(t_lp[b, :m] - o_lp[b, :m]).max()))
+    if getattr(onnx_scorer, "incremental", False):
+        _compare_step(model, torch_scorer, onnx_scorer, rng, report)
     return report
+
+
+def _compare_step(
+    model: E2EModel,
+    torch_scorer: TorchScorer,
+    onnx_scorer: OnnxScorer,
+    rng: np.random.Generator,
+    report: ParityReport,
+) -> None:
+    """decoder_memory + decoder_step: beam steps over a growing, reordered cache and a prefix
+    tree decoded in one call, against PyTorch's incremental decoder."""
+    for hyps, steps, frames in STEP_CASES:
+        feats = _feats(model, (frames,), rng)
+        enc, enc_lens, _ = torch_scorer.encode(feats, np.array([frames], dtype=np.int64))
+        t_mem = torch_scorer.decoder_memory(enc, enc_lens)
+        o_mem = onnx_scorer.decoder_memory(enc.numpy(), enc_lens)
+        _update(report, "decoder_memory", float(np.abs(t_mem[0].numpy() - o_mem[0]).max()))
+        report.cases.append(f"decoder_step hyps {hyps} steps {steps} frames {frames}")
+        t_cache = o_cache = None
+        for t in range(steps):
+            ys = rng.integers(1, model.odim - 1, size=(hyps, 1), dtype=np.int64)
+            args = (ys, np.full((hyps, 1), t), np.ones((hyps, 1, t + 1), dtype=np.bool_))
+            t_lp, t_cache = torch_scorer.decoder_step(*args, t_cache, t_mem)
+            o_lp, o_cache = onnx_scorer.decoder_step(*args, o_cache, o_mem)
+            if t_lp.shape != o_lp.shape:
+                report.lengths_equal = False
+                break
+            _update(report, "decoder_step_logp", float(np.abs(t_lp - o_lp).max()))
+            keep = rng.integers(0, hyps, size=hyps)  # beam reordering, repeats included
+            t_cache = torch_scorer.take_cache(t_cache, keep)
+            o_cache = onnx_scorer.take_cache(o_cache, keep)
+    for parents, frames in TREE_CASES:
+        feats = _feats(model, (frames,), rng)
+        enc, enc_lens, _ = torch_scorer.encode(feats, np.array([frames], dtype=np.int64))
+        u = len(parents)
+        mask = np.eye(u, dtype=np.bool_)
+        depth = np.zeros(u, dtype=np.int64)
+        for v, p in enumerate(parents):
+            if p >= 0:
+                mask[v] |= mask[p]
+                depth[v] = depth[p] + 1
+        ys = rng.integers(1, model.odim - 1, size=(1, u), dtype=np.int64)
+        args = (ys, depth[None], mask[None], None)
+        t_lp, _ = torch_scorer.decoder_step(*args, torch_scorer.decoder_memory(enc, enc_lens))
+        o_lp, _ = onnx_scorer.decoder_step(*args, onnx_scorer.decoder_memory(enc.numpy(), enc_lens))
+        report.cases.append(f"decoder_step tree of {u} nodes frames {frames}")
+        if t_lp.shape != o_lp.shape:
+            report.lengths_equal = False
+            continue
+        _update(report, "decoder_step_logp", float(np.abs(t_lp - o_lp).max()))
 
 
 def check_fp32(model: E2EModel, onnx_scorer: OnnxScorer) -> ParityReport:

@@ -1,4 +1,11 @@
-"""Attention decoder: `embed` (Embedding + PE), `decoders.N`, `after_norm`, `output_layer`."""
+"""Attention decoder: `embed` (Embedding + PE), `decoders.N`, `after_norm`, `output_layer`.
+
+`forward` scores whole (padded) sequences at once (training, rescoring). `memory_kv` and
+`forward_step` are the incremental form used by the searches: the source-attention keys and
+values of the encoder output are computed once per utterance, and each call adds new
+positions on top of a per-layer self-attention key/value cache, so a beam step costs one
+position per hypothesis instead of the whole prefix.
+"""
 
 from __future__ import annotations
 
@@ -56,3 +63,46 @@ class Decoder(nn.Module):
         for layer in self.decoders:
             x = layer(x, tgt_mask, memory, memory_mask)
         return self.output_layer(self.after_norm(x))
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source-attention keys and values of every block for `memory [B, T', A]`:
+        `(mem_k, mem_v)`, each `[blocks, B, H, T', d_k]`."""
+        ks, vs = [], []
+        for layer in self.decoders:
+            att = layer.src_attn
+            ks.append(att._heads(att.linear_k(memory)))
+            vs.append(att._heads(att.linear_v(memory)))
+        return torch.stack(ks), torch.stack(vs)
+
+    def forward_step(
+        self,
+        ys: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        cache_k: torch.Tensor,
+        cache_v: torch.Tensor,
+        mem_k: torch.Tensor,
+        mem_v: torch.Tensor,
+        memory_lens: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits `[N, S, V]` of `S` new tokens `ys [N, S]` at `positions [N, S]`, on top of
+        the cached keys/values `cache_k/v [blocks, N, H, P, d_k]` of `P` earlier positions.
+
+        `mask [N, S, P+S]` (bool) says which of the `P+S` positions each new one attends to:
+        all of them for a beam step (`S = 1`), its ancestors and itself for a prefix tree of
+        hypotheses scored at once (`P = 0`, `S` = tree nodes). `mem_k/v` come from
+        `memory_kv` (one encoder row may serve all `N`), `memory_lens [N or 1]` their lengths.
+        Returns `(logits, keys, values)`, the latter `[blocks, N, H, P+S, d_k]`: the cache for
+        the next call. With the same tokens, positions and causal masks this equals `forward`.
+        """
+        memory_mask = lengths_to_mask(memory_lens, mem_k.size(3))[:, None, None, :]
+        x = self.embed[1].at(self.embed[0](ys.clamp(min=0)), positions)
+        mask = mask[:, None]
+        ks, vs = [], []
+        for i, layer in enumerate(self.decoders):
+            x, k, v = layer.forward_step(
+                x, mask, cache_k[i], cache_v[i], mem_k[i], mem_v[i], memory_mask
+            )
+            ks.append(k)
+            vs.append(v)
+        return self.output_layer(self.after_norm(x)), torch.stack(ks), torch.stack(vs)

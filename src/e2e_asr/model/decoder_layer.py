@@ -42,3 +42,31 @@ class DecoderLayer(nn.Module):
         h = self.norm2(x)
         x = x + self.dropout(self.src_attn(h, memory, memory, memory_mask))
         return x + self.dropout(self.feed_forward(self.norm3(x)))
+
+    def forward_step(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        cache_k: torch.Tensor,
+        cache_v: torch.Tensor,
+        mem_k: torch.Tensor,
+        mem_v: torch.Tensor,
+        memory_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Incremental form of `forward` for `S` new positions `x [N, S, d]`.
+
+        `cache_k/v [N, H, P, d_k]` are the self-attention keys/values of the `P` positions
+        already decoded, `mask [N, 1, S, P+S]` says which of the `P+S` keys each new position
+        sees, `mem_k/v [N or 1, H, T', d_k]` are the source-attention keys/values of the
+        encoder output (see `Decoder.memory_kv`). Returns `(x, keys, values)` with the keys
+        and values of all `P+S` positions.
+        """
+        h = self.norm1(x)
+        q, k, v = self.self_attn.forward_qkv(h, h, h)
+        k = torch.cat([cache_k, k], dim=2)
+        v = torch.cat([cache_v, v], dim=2)
+        x = x + self.dropout(self.self_attn.attend(q, k, v, mask))
+        h = self.norm2(x)
+        q = self.src_attn._heads(self.src_attn.linear_q(h))
+        x = x + self.dropout(self.src_attn.attend(q, mem_k, mem_v, memory_mask))
+        return x + self.dropout(self.feed_forward(self.norm3(x))), k, v

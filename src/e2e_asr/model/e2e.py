@@ -80,6 +80,28 @@ class E2EModel(nn.Module):
         logits = self.decoder(ys_in, ys_in_lens, enc, enc_lens)
         return torch.log_softmax(logits.float(), dim=-1)
 
+    def decoder_memory(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source-attention keys/values `[blocks, B, H, T', d_k]` for `decoder_step`."""
+        return self.decoder.memory_kv(enc)
+
+    def decoder_step(
+        self,
+        ys: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        cache_k: torch.Tensor,
+        cache_v: torch.Tensor,
+        mem_k: torch.Tensor,
+        mem_v: torch.Tensor,
+        enc_lens: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Incremental `decoder_logprobs` (see `Decoder.forward_step`): log-probabilities
+        `[N, S, V]` of `S` new positions plus the self-attention cache of all positions."""
+        logits, k, v = self.decoder.forward_step(
+            ys, positions, mask, cache_k, cache_v, mem_k, mem_v, enc_lens
+        )
+        return torch.log_softmax(logits.float(), dim=-1), k, v
+
     def forward(
         self, feats: torch.Tensor, feat_lens: torch.Tensor, ys_pad: torch.Tensor
     ) -> dict[str, torch.Tensor]:

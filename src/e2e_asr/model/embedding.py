@@ -52,6 +52,11 @@ class PositionalEncoding(nn.Module):
         _check_length(x.size(1), self.max_len)
         return self.dropout(x * self.xscale + self.pe[:, : x.size(1)].to(x.dtype))
 
+    def at(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """`x [N, S, d]` at explicit `positions [N, S]` (incremental decoding: each new token
+        at its own position): the same `x * sqrt(d) + PE[pos]` as `forward`."""
+        return self.dropout(x * self.xscale + self.pe[0][positions].to(x.dtype))
+
 
 class RelPositionalEncoding(nn.Module):
     """ESPnet "latest" relative encoding: returns `(dropout(x * sqrt(d)), pos_emb)`.
