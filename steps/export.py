@@ -5,8 +5,9 @@
             [--decode-config conf/decode.yaml]
 
 Writes model.pt (weights only: model, config, units, feature_config; CMVN is in the weights),
-decode.yaml, units.txt, feature.yaml, metadata.json, encoder.onnx, decoder.onnx and their int8
-copies encoder.int8.onnx / decoder.int8.onnx. The fp32 graphs must match PyTorch within 1e-4
+decode.yaml, units.txt, feature.yaml, metadata.json, encoder.onnx, decoder.onnx, the
+incremental decoder (decoder_memory.onnx, decoder_step.onnx: key/value cache for the searches)
+and int8 copies of each (*.int8.onnx). The fp32 graphs must match PyTorch within 1e-4
 on batch sizes and lengths other than those traced, or the export fails (exit 1); the int8
 graphs' differences are reported.
 """
