@@ -25,7 +25,7 @@ feat_config=                 # empty: the base model's own feature config (kept 
 augment_config=              # e.g. conf/augment.yaml for speed perturbation and noise copies
 num_utt_percent=50           # 1 in N utterances to dev (the seed's 1/50)
 json_nj=8                    # number of train json files
-nj=4                         # parallel feature jobs
+nj=4                         # parallel feature and decoding jobs
 extend_units=false           # true: characters unknown to the base model become new units
 # ---- training --------------------------------------------------------------------------
 train_config=conf/finetune.yaml
@@ -227,26 +227,27 @@ if run_stage 6 decode; then
   [ -n "${sets// /}" ] || sets=train  # nothing held out: at least show the training-set CER
   phrase_opts=()  # with a hotword list: its phrases' recall for every (unbiased) decode too
   [ -z "$hotwords" ] || phrase_opts=(--phrases "$hotwords")
+  jobs_opts=(--nj "$nj" --cmd "$decode_cmd")  # nj jobs per decode, through cmd.sh
   for set in $sets; do
     out=$exp_dir/decode/$set
     if $decode_base; then
       decode.py --checkpoint "$base_model" --decode-config "$decode_config" \
-        --data-dir "$data/$set" --out-dir "$out/base" --mode "$decode_mode" --nj "$nj" \
+        --data-dir "$data/$set" --out-dir "$out/base" --mode "$decode_mode" "${jobs_opts[@]}" \
         "${phrase_opts[@]}"
     fi
     decode.py --model-dir "$exp_dir/export" --backend torch --data-dir "$data/$set" \
-      --out-dir "$out/finetuned" --mode "$decode_mode" --nj "$nj" "${phrase_opts[@]}"
+      --out-dir "$out/finetuned" --mode "$decode_mode" "${jobs_opts[@]}" "${phrase_opts[@]}"
     if [ -n "$hotwords" ]; then  # hotwords need a CTC prefix beam (+ rescoring) search
       case $decode_mode in ctc_prefix_beam|attention_rescoring) hw_mode=$decode_mode ;;
         *) hw_mode=attention_rescoring ;; esac
       decode.py --model-dir "$exp_dir/export" --backend torch --data-dir "$data/$set" \
-        --out-dir "$out/finetuned_hotwords" --mode "$hw_mode" --nj "$nj" \
+        --out-dir "$out/finetuned_hotwords" --mode "$hw_mode" "${jobs_opts[@]}" \
         --hotwords "$hotwords" ${hotword_score:+--hotword-score "$hotword_score"}
     fi
     decode.py --model-dir "$exp_dir/export" --backend onnx --data-dir "$data/$set" \
-      --out-dir "$out/onnx_fp32" --mode "$decode_mode" --nj "$nj" "${phrase_opts[@]}"
+      --out-dir "$out/onnx_fp32" --mode "$decode_mode" "${jobs_opts[@]}" "${phrase_opts[@]}"
     decode.py --model-dir "$exp_dir/export" --backend onnx --quantized --data-dir "$data/$set" \
-      --out-dir "$out/onnx_int8" --mode "$decode_mode" --nj "$nj" "${phrase_opts[@]}"
+      --out-dir "$out/onnx_int8" --mode "$decode_mode" "${jobs_opts[@]}" "${phrase_opts[@]}"
     # ONNX Runtime must give the same hypotheses as PyTorch (target: >= 99% of utterances)
     score.py --agree "$out/finetuned" "$out/onnx_fp32"
   done

@@ -4,6 +4,7 @@
   decode.py (--model-dir EXP_DIR/export --backend torch|onnx [--quantized] | --checkpoint CKPT)
             --data-dir DATA --out-dir DIR [--mode ctc_greedy|ctc_prefix_beam|attention|
             attention_rescoring] [--beam 10 --ctc-beam 15 --ctc-weight 0.3 ...] [--nj N]
+            [--cmd "$decode_cmd"]
 
 Reads DATA/wav.scp (+ DATA/segments) and DATA/text, computes features with the model's
 feature config, decodes, and writes DIR/hyp.txt (Kaldi text), DIR/per_utt.txt (sclite-style
@@ -14,15 +15,22 @@ total edits / total reference characters over the set. Prints a one-line summary
 With --hotwords FILE the search favours the file's phrases (see README, "Hotwords"), and
 result.json gains "hotwords": the recall of those phrases in the references (and false
 alarms); --phrases FILE gives the same figures for a list without biasing the search.
+
+The data dir is decoded in --nj jobs through --cmd ("$decode_cmd": utils/run.py on this
+machine, utils/slurm.py on a cluster), each job a contiguous slice of the utterances; a killed
+run re-runs only the unfinished jobs (per-job outputs and logs in DIR/jobs/ and DIR/log/).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 from e2e_asr.decode.config import add_decode_arguments, overrides_from_args
+
+RUNNER = Path(__file__).resolve().parent.parent / "utils" / "run.py"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,8 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--data-dir", required=True)
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--nj", type=int, default=1, help="parallel decoding processes")
-    p.add_argument("--threads", type=int, default=0, help="threads per job (0: cores / nj)")
+    p.add_argument("--nj", type=int, default=1, help="decoding jobs (fewer for small sets)")
+    p.add_argument(
+        "--cmd",
+        help='job runner, e.g. "$decode_cmd" from cmd.sh (default: utils/run.py of this repo)',
+    )
+    p.add_argument(
+        "--threads", type=int, default=0, help="threads per job (0: Slurm's cpus, else cores / nj)"
+    )
     p.add_argument("--name", help="model name for result.json / tables (default: out-dir name)")
     p.add_argument(
         "--phrases",
@@ -52,14 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--checkpoint decodes with PyTorch; --backend onnx/--quantized need --model-dir")
 
     from e2e_asr.data.datadir import DataDirError
-    from e2e_asr.data.features import FeatureError
+    from e2e_asr.data.feature_jobs import FeatureJobError
     from e2e_asr.data.io import atomic_write_lines
-    from e2e_asr.decode.config import DecodeConfigError
     from e2e_asr.decode.context_graph import HotwordError, phrase_recall, read_phrases
-    from e2e_asr.decode.jobs import ModelSpec, items_from_data_dir, run_jobs
-    from e2e_asr.decode.recognizer import RecognizerError
-    from e2e_asr.decode.report import write_results
-    from e2e_asr.model.checkpoint import CheckpointError
+    from e2e_asr.decode.jobs import ModelSpec
+    from e2e_asr.decode.report import read_text, write_results
+    from e2e_asr.decode.split_jobs import DecodeJobError, decode_data_dir
 
     phrase_file = a.hotwords or a.phrases
     if phrase_file:  # read first: a bad file should not wait for the whole decode
@@ -77,19 +89,18 @@ def main(argv: list[str] | None = None) -> int:
         decode_yaml=a.decode_config,
         overrides=overrides_from_args(a),
     )
+    cmd = a.cmd or f"{shlex.quote(sys.executable)} {shlex.quote(str(RUNNER))}"
     try:
-        items, refs = items_from_data_dir(a.data_dir)
-        if not items:
-            raise DataDirError(f"{a.data_dir}: no utterances")
-        res = run_jobs(spec, items, a.nj, a.threads, verbose=True)
-    except (
-        DataDirError,
-        DecodeConfigError,
-        RecognizerError,
-        CheckpointError,
-        FeatureError,
-        OSError,
-    ) as e:
+        res = decode_data_dir(spec, a.data_dir, a.out_dir, a.nj, cmd, a.threads)
+        refs = read_text(Path(a.data_dir) / "text")
+        decoded = res.hyps.keys() | res.failed.keys()
+        if decoded != refs.keys():
+            odd = sorted(decoded ^ refs.keys())
+            raise DataDirError(
+                f"{a.data_dir}: {len(odd)} utterances are in only one of text and "
+                f"wav.scp/segments (first: {odd[0]})"
+            )
+    except (DataDirError, DecodeJobError, FeatureJobError, OSError) as e:
         print(f"decode: error: {e}", file=sys.stderr)
         return 1
     out = Path(a.out_dir)

@@ -1,8 +1,8 @@
-"""Decoding a list of recordings/segments, optionally in parallel jobs.
+"""Decoding a list of recordings/segments in one process.
 
-Each job builds its own recognizer (a process cannot share ONNX Runtime sessions or torch
-models with another) and works through its share in chunks, so memory stays bounded by the
-chunk, not the corpus.
+A job builds its own recognizer and works through its items in chunks, so the audio and
+features in memory are bounded by the chunk, not the list. Data dirs are decoded in parallel
+jobs through the job runner by ``e2e_asr.decode.split_jobs``.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +22,6 @@ from e2e_asr.data.datadir import Segment, iter_kv, read_data_dir
 from e2e_asr.data.features import FeatureError
 
 CHUNK = 64  # utterances whose features are in memory at once
-# A job process pays seconds of imports and model loading; below this many utterances per
-# job, fewer jobs finish sooner.
-MIN_UTTS_PER_JOB = 20
 
 
 @dataclass(frozen=True)
@@ -145,30 +140,6 @@ def run_job(
             print(f"decoded {min(start + CHUNK, len(items))}/{len(items)}", file=sys.stderr)
     res.decode_seconds = time.perf_counter() - t0
     return res
-
-
-def run_jobs(
-    spec: ModelSpec, items: Sequence[Item], nj: int = 1, num_threads: int = 0, verbose: bool = False
-) -> JobResult:
-    """Split ``items`` into ``nj`` contiguous parts decoded in parallel processes (fewer for
-    small sets, see MIN_UTTS_PER_JOB)."""
-    nj = max(1, min(nj, -(-len(items) // MIN_UTTS_PER_JOB)))
-    if num_threads <= 0:
-        num_threads = max(1, (os.cpu_count() or 1) // nj)
-    if nj == 1:
-        return run_job(spec, items, num_threads, verbose)
-    bounds = np.linspace(0, len(items), nj + 1).astype(int)
-    parts = [list(items[bounds[j] : bounds[j + 1]]) for j in range(nj)]
-    # spawn, not fork: a forked copy of an initialised torch / ORT thread pool can deadlock
-    with ProcessPoolExecutor(nj, mp_context=get_context("spawn")) as pool:
-        results = list(pool.map(run_job, [spec] * nj, parts, [num_threads] * nj, [False] * nj))
-    total = JobResult(config=results[0].config)
-    for r in results:
-        total.hyps.update(r.hyps)
-        total.failed.update(r.failed)
-        total.audio_seconds += r.audio_seconds
-        total.decode_seconds = max(total.decode_seconds, r.decode_seconds)  # wall clock
-    return total
 
 
 def basename_key(path: str) -> str:
