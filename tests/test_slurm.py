@@ -9,6 +9,7 @@ fail instead of skipping when CI=true.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,9 +21,11 @@ import numpy as np
 import pytest
 from conftest import REPO, recipe_env
 from conftest_data import write_wav
+from decode_fixtures import exported, write_checkpoint
 from slurm_cluster import SlurmCluster, SlurmUnavailable
 
 from e2e_asr.data.datadir import Utterance, write_data_dir
+from e2e_asr.decode.split_jobs import MIN_UTTS_PER_JOB
 
 sys.path.insert(0, str(REPO / "utils"))
 from slurm import SlurmConfig, SlurmConfigError  # noqa: E402
@@ -180,45 +183,11 @@ def _data_dir(root: Path, n: int, broken: int | None = None) -> Path:
     return root / "data"
 
 
-def _feat_conf(tmp_path: Path) -> Path:
+def _feat_conf(tmp_path: Path, num_mel_bins: int = 80) -> Path:
     conf = tmp_path / "fbank.yaml"  # dither 0: features are deterministic, comparable
-    conf.write_text((REPO / "conf/fbank.yaml").read_text().replace("dither: 1.0", "dither: 0.0"))
+    text = (REPO / "conf/fbank.yaml").read_text().replace("dither: 1.0", "dither: 0.0")
+    conf.write_text(text.replace("num_mel_bins: 80", f"num_mel_bins: {num_mel_bins}"))
     return conf
-
-
-def test_stage1_features_on_slurm_equal_local(cluster: SlurmCluster, tmp_path: Path) -> None:
-    env = slurm_env(cluster)
-    conf = _feat_conf(tmp_path)
-    feats = {}
-    for name, cmd in (
-        ("local", f"{RUN_PY} --max-jobs-run 2"),
-        ("slurm", f"{SLURM_PY} --config {REPO}/conf/slurm.conf --mem 500M"),
-    ):
-        d = _data_dir(tmp_path / name, 6)
-        started = time.monotonic()
-        out = run(
-            [
-                sys.executable,
-                str(REPO / "steps/make_feats.py"),
-                "--data-dir",
-                str(d),
-                "--feat-config",
-                str(conf),
-                "--nj",
-                "3",
-                "--cmd",
-                cmd,
-            ],
-            env,
-        )
-        print(f"stage 1, 6 utts, 3 jobs, {name}: {time.monotonic() - started:.1f} s")
-        assert out.returncode == 0, out.stdout + out.stderr
-        feats[name] = dict(kaldiio.load_scp_sequential(str(d / "feats.scp")))
-        if name == "slurm":
-            assert "slurm job" in (d / "log/make_feats.2.log").read_text()
-    assert list(feats["slurm"]) == list(feats["local"]) == [f"u{i:02d}" for i in range(6)]
-    for utt, x in feats["local"].items():
-        np.testing.assert_array_equal(feats["slurm"][utt], x)
 
 
 def test_stage1_failing_job_on_slurm_is_named(cluster: SlurmCluster, tmp_path: Path) -> None:
@@ -244,3 +213,104 @@ def test_stage1_failing_job_on_slurm_is_named(cluster: SlurmCluster, tmp_path: P
     assert "1 of 3 jobs failed" in out.stderr
     assert "u03" in out.stderr  # make_feats quotes the job's own error line
     assert not (d / "feats.scp").exists()
+
+
+# ---- stage 6 through the backend --------------------------------------------------------
+
+
+def test_stage6_failing_decode_job_on_slurm_is_named(cluster: SlurmCluster, tmp_path: Path) -> None:
+    env = slurm_env(cluster)
+    n = MIN_UTTS_PER_JOB + 2
+    d = _data_dir(tmp_path, n)
+    # the last utterance's segment names a recording wav.scp lacks: job 2 of 2 fails
+    (d / "segments").write_text(
+        "".join(f"u{i:02d} u{i:02d} 0.0 -1\n" for i in range(n - 1)) + f"u{n - 1:02d} nope 0 -1\n"
+    )
+    ckpt = write_checkpoint(tmp_path / "checkpoint.1")
+    out = tmp_path / "dec"
+    proc = run(
+        [
+            sys.executable,
+            str(REPO / "steps/decode.py"),
+            "--checkpoint",
+            str(ckpt),
+            "--data-dir",
+            str(d),
+            "--out-dir",
+            str(out),
+            "--mode",
+            "ctc_greedy",
+            "--nj",
+            "2",
+            "--cmd",
+            f"{SLURM_PY} --mem 1G",
+        ],
+        env,
+    )
+    assert proc.returncode == 1
+    log = out / "log/decode.2.log"
+    assert f"job JOB=2 failed with exit code 1; see {log}" in proc.stderr
+    assert "decode job 2: error:" in proc.stderr and "nope" in proc.stderr
+    assert "slurm job" in log.read_text() and (out / "jobs/done.1.json").exists()
+
+
+# ---- the recipe: cmd_backend=slurm ./run.sh, stages 1 and 6 -------------------------------
+
+
+def test_run_sh_stages_1_and_6_on_slurm_equal_local(cluster: SlurmCluster, tmp_path: Path) -> None:
+    wav_dir = tmp_path / "wav"
+    lines = []
+    for i in range(6):
+        write_wav(wav_dir / f"k{i}.wav", 0.6 + 0.1 * i, seed=i)
+        lines.append(f"k{i} 一二三\n")
+    (tmp_path / "transcript.txt").write_text("".join(lines))
+    model = tmp_path / "model"
+    exported(model)  # model/checkpoint.1 and model/export (the tiny test model)
+    results = {}
+    for backend in ("local", "slurm"):
+        out, exp = tmp_path / backend / "out", tmp_path / backend / "exp"
+        exp.mkdir(parents=True)
+        shutil.copytree(model / "export", exp / "export")
+        env = dict(slurm_env(cluster), cmd_backend=backend)
+        args = [
+            "./run.sh",
+            "--wav-dir",
+            str(wav_dir),
+            "--transcript",
+            str(tmp_path / "transcript.txt"),
+            "--base-model",
+            str(model / "checkpoint.1"),
+            "--output-dir",
+            str(out),
+            "--exp-dir",
+            str(exp),
+            "--feat-config",
+            str(_feat_conf(tmp_path, num_mel_bins=20)),
+            "--nj",
+            "2",
+            "--decode-mode",
+            "ctc_greedy",
+        ]
+        timings = {}
+        for first, last in ((0, 1), (6, 6)):
+            started = time.monotonic()
+            proc = run([*args, "--stage", str(first), "--stop-stage", str(last)], env, timeout=900)
+            timings[f"{first}-{last}"] = round(time.monotonic() - started, 1)
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        print(f"run.sh stages 0-1 and 6 with cmd_backend={backend}: {timings} s")
+        job_log = (out / "data/train/log/make_feats.2.log").read_text()
+        assert ("slurm job" in job_log) == (backend == "slurm")
+        dec_log = (exp / "decode/train/onnx_int8/log/decode.1.log").read_text()
+        assert ("slurm job" in dec_log) == (backend == "slurm")
+        feats = dict(kaldiio.load_scp_sequential(str(out / "data/train/feats.scp")))
+        hyps = {
+            m: (exp / f"decode/train/{m}/hyp.txt").read_text()
+            for m in ("base", "finetuned", "onnx_fp32", "onnx_int8")
+        }
+        results[backend] = (feats, hyps, (exp / "RESULTS.md").is_file())
+    (lf, lh, lr), (sf, sh, sr) = results["local"], results["slurm"]
+    assert list(sf) == list(lf) == [f"k{i}" for i in range(6)]
+    for utt, x in lf.items():
+        np.testing.assert_array_equal(sf[utt], x)
+    assert sh == lh and all(lh.values())
+    assert lr and sr
