@@ -2,7 +2,7 @@
 """Stage 3: fine-tune (or train) the acoustic model on stage 2's json.
 
 Single process:
-  python steps/train.py --config conf/finetune.yaml --json-dir DIR --json-nj 8 \\
+  python steps/train.py --config conf/finetune.yaml --json-dir DIR \\
       --exp-dir exp/finetune --epochs 40 --base-model base/checkpoint.29
 Several processes / GPUs (DDP; gloo on CPU, nccl on GPU, picked automatically):
   torchrun --standalone --nproc-per-node 2 steps/train.py ...same arguments...
@@ -10,14 +10,16 @@ Several nodes: on every node run
   torchrun --nnodes N --node-rank R --nproc-per-node G \\
       --rdzv-backend c10d --rdzv-endpoint HOST:29400 steps/train.py ...
 
-DIR holds train.{1..json_nj}.json, dev.json, units.txt, cmvn.ark, feature.yaml (stage 2).
+DIR holds train.{1..json_nj}.json (listed in train_shards.txt), dev.json, units.txt, cmvn.ark,
+feature.yaml (stage 2); the json is indexed, not loaded whole.
 With --base-model checkpoint.N the run trains epochs N+1..--epochs and writes
 EXP/checkpoint.{N+1..epochs}; EXP/snapshot every train_config.snapshot_interval updates;
 EXP/train_log.jsonl, EXP/train.log, EXP/tensorboard/, EXP/train_curves.png.
 --resume auto (default) continues from the newest valid snapshot/checkpoint in EXP (a
 corrupt one is skipped, named in the log; state written by a run with another config, data or
 base model is refused); --resume none starts over; --resume PATH continues that file.
-Re-running a finished run is a no-op. Mismatches between the base model and the data (feature
+Re-running a finished run is a no-op; Ctrl-C stops it (exit 130): re-run the same command to
+resume. Mismatches between the base model and the data (feature
 dim/type, units, CMVN) stop the run before the first step. Exit status 0 = done, 1 = failed
 (the log names the failing rank), 2 = bad arguments.
 """
@@ -49,7 +51,12 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", type=Path, required=True, help="training yaml (seed layout)")
     p.add_argument("--json-dir", type=Path, required=True, help="stage 2 output directory")
-    p.add_argument("--json-nj", type=int, default=1, help="number of train.N.json files")
+    p.add_argument(
+        "--json-nj",
+        type=int,
+        default=None,
+        help="number of train.N.json files (default: the list stage 2 recorded)",
+    )
     p.add_argument("--exp-dir", type=Path, required=True, help="output directory")
     p.add_argument("--epochs", type=int, required=True, help="last epoch number to train")
     p.add_argument("--base-model", type=Path, default=None, help="checkpoint to fine-tune")
@@ -119,4 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("train.py: interrupted; re-run the same command to resume", file=sys.stderr)
+        sys.exit(130)

@@ -37,7 +37,7 @@ def test_seed_file_loads_as_written() -> None:
     assert cfg["model_config"]["encoder_num_blocks"] == 14
     assert cfg["model_config"]["odim"] == 5720
     assert cfg["train_config"]["accum_grad"] == 2
-    assert cfg["train_config"]["amp"] is False
+    assert cfg["train_config"]["amp"] == "off"  # the seed's False
     assert cfg["decode_config"]["ctc_beam"] == 15
     # the seed's valid_config typo 'batch_frame_in' is the same key as batch_frames_in
     assert "batch_frame_in" not in cfg["valid_config"]["jconfig"]

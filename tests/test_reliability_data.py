@@ -26,7 +26,7 @@ from e2e_asr.data.features import FeatureConfig
 from e2e_asr.data.jsonprep import prepare_json
 from e2e_asr.data.prepare import make_data_dir
 from e2e_asr.data.units import build_units, write_units
-from e2e_asr.train.compat import MismatchError, _load_feature_yaml
+from e2e_asr.train.setup import MismatchError, _load_feature_yaml
 
 N_UTTS = 6
 NJ = 2

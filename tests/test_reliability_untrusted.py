@@ -34,7 +34,7 @@ from e2e_asr.data.validate import DataConfig
 from e2e_asr.decode.config import DecodeConfig
 from e2e_asr.model.checkpoint import CheckpointError, load_checkpoint, load_model
 from e2e_asr.model.importers.common import BaseModelImportError, load_torch_file
-from e2e_asr.train import state as train_state
+from e2e_asr.train import resume as train_state
 from e2e_asr.train.config import apply_overrides, load_train_config
 from e2e_asr.train.trainer import TrainArgs, run
 
@@ -108,7 +108,7 @@ def _cli(rel: str, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
 # entry point -> callable(evil file, fixture, monkeypatch, tmp) returning the exit code
 def _train_base(f: Path, e: dict, mp: pytest.MonkeyPatch, tmp: Path) -> int:
     return run(TrainArgs(config=REPO / "tests" / "data" / "tiny_train.yaml", json_dir=e["json"],
-                         exp_dir=tmp / "exp", epochs=9, base_model=f))  # fmt: skip
+                         exp_dir=tmp / "exp", epochs=9, base_model=f, device="cpu"))  # fmt: skip
 
 
 def _train_resume(f: Path, e: dict, mp: pytest.MonkeyPatch, tmp: Path) -> int:
@@ -116,7 +116,7 @@ def _train_resume(f: Path, e: dict, mp: pytest.MonkeyPatch, tmp: Path) -> int:
     conf = REPO / "tests" / "data" / "tiny_train.yaml"
     return run(
         TrainArgs(config=conf, json_dir=e["json"], exp_dir=tmp / "exp", epochs=9,
-                  base_model=base, resume=str(f))
+                  base_model=base, resume=str(f), device="cpu")
     )  # fmt: skip
 
 

@@ -14,7 +14,7 @@ import torch
 from test_train_support import make_base_model, make_data_dir, write_config
 
 from e2e_asr.model.checkpoint import load_checkpoint
-from e2e_asr.train.trainer import FAULT_ENV, TrainArgs, run
+from e2e_asr.train.trainer import TrainArgs, run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,6 +32,8 @@ def _torchrun(
         "2",
         str(REPO / "steps" / "train.py"),
         *args,
+        "--device",
+        "cpu",
     ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -57,6 +59,7 @@ def test_two_gloo_ranks_equal_one_process_on_the_combined_batch(setup: dict) -> 
         epochs=4,
         base_model=base,
         max_steps=1,
+        device="cpu",
     )
     torch.set_num_threads(1)
     assert run(one) == 0
@@ -118,7 +121,10 @@ def test_a_failing_rank_stops_all_ranks_with_its_name(setup: dict) -> None:
             "--base-model",
             str(base),
         ],
-        {FAULT_ENV: "step=12,rank=1"},
+        {
+            "RELIABILITY_KILL": "point=update,step=12,rank=1,action=raise",
+            "PYTHONPATH": str(REPO / "tests" / "reliability_inject"),
+        },
         timeout=120,
     )
     assert res.returncode != 0

@@ -17,7 +17,8 @@ from e2e_asr.train.trainer import TrainArgs, run
 
 
 def _args(tmp: Path, data: Path, exp: str = "exp", **kw) -> TrainArgs:
-    base = dict(config=tmp / "conf.yaml", json_dir=data, exp_dir=tmp / exp, json_nj=2)
+    # CPU pinned: the suite runs unchanged on a GPU host (bit-exact checks are CPU guarantees)
+    base = dict(config=tmp / "conf.yaml", json_dir=data, exp_dir=tmp / exp, json_nj=2, device="cpu")
     base.update(kw)
     return TrainArgs(**base)
 

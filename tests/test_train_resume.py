@@ -8,11 +8,13 @@ import shutil
 
 import pytest
 import torch
+from reliability_helpers import py
+from reliability_helpers import run as run_cmd
 from test_train_support import make_base_model, make_data_dir, write_config
 
 from e2e_asr.model.checkpoint import load_checkpoint
 from e2e_asr.train.scheduler import NoamSchedule, WarmupDecaySchedule
-from e2e_asr.train.trainer import FAULT_ENV, TrainArgs, run
+from e2e_asr.train.trainer import TrainArgs, run
 
 CHANGES = {
     "train_config": {"accum_grad": 2, "snapshot_interval": 1, "dev_cer": False},
@@ -24,34 +26,46 @@ CHANGES = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """In-process runs with one thread, as the injected subprocess (bit-equal reductions)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def setup(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
     tmp = tmp_path_factory.mktemp("resume")
     data = make_data_dir(tmp / "data", n_train=12, n_dev=1)
     base = make_base_model(tmp / "base" / "checkpoint.3", data, epoch=3, step=10)
     conf = write_config(tmp / "conf.yaml", CHANGES)
     ref = TrainArgs(
-        config=conf, json_dir=data, exp_dir=tmp / "ref", json_nj=2, epochs=4, base_model=base
+        config=conf,
+        json_dir=data,
+        exp_dir=tmp / "ref",
+        json_nj=2,
+        epochs=4,
+        base_model=base,
+        device="cpu",
     )
     assert run(ref) == 0
-    # the same run, killed (an injected exception) right after update 12: 6 batches per epoch
-    # and accum_grad 2 make epoch 4 = updates 11..13, so it dies after batch 4 of 6
-    killed = TrainArgs(
-        config=conf, json_dir=data, exp_dir=tmp / "killed", json_nj=2, epochs=4, base_model=base
-    )
-    mp = pytest.MonkeyPatch()
-    mp.setenv(FAULT_ENV, "step=12")
-    try:
-        assert run(killed) == 1
-    finally:
-        mp.undo()
+    # the same run, failing (an exception injected by tests/reliability_inject) right after
+    # update 12: 6 batches per epoch and accum_grad 2 make epoch 4 = updates 11..13, so it dies
+    # after batch 4 of 6
+    cmd = [*py("train.py"), "--config", str(conf), "--json-dir", str(data),
+           "--exp-dir", str(tmp / "killed"), "--epochs", "4", "--base-model", str(base),
+           "--device", "cpu"]  # fmt: skip
+    rc, text = run_cmd(cmd, tmp / "killed.out", kill="point=update,step=12,action=raise")
+    assert rc == 1, text[-3000:]
     return {
         "tmp": tmp,
         "data": data,
         "base": base,
         "conf": conf,
         "ref": ref.exp_dir,
-        "killed": killed.exp_dir,
+        "killed": tmp / "killed",
     }
 
 
@@ -65,6 +79,7 @@ def _copy_killed(setup: dict, name: str) -> TrainArgs:
         json_nj=2,
         epochs=4,
         base_model=setup["base"],
+        device="cpu",
     )
 
 
@@ -84,13 +99,14 @@ def _same_state(a: dict, b: dict) -> None:
 def test_killed_mid_epoch_then_resumed_equals_uninterrupted(setup: dict) -> None:
     args = _copy_killed(setup, "resumed")
     exp = args.exp_dir
-    assert "injected fault" in (exp / "train.log").read_text()
+    assert "failure injected at update 12" in (exp / "train.log").read_text()
+    # the failure came right after update 12, before its snapshot: update 11's is the newest
     snap = load_checkpoint(exp / "snapshot")
-    assert snap["step"] == 12 and snap["train_state"]["batch"] == 4
+    assert snap["step"] == 11 and snap["train_state"]["batch"] == 2
     assert not (exp / "checkpoint.4").exists()
     assert run(args) == 0
     log = (exp / "train.log").read_text()
-    assert "resuming from" in log and "update 12, epoch 4, batch 4" in log
+    assert "resuming from" in log and "update 11, epoch 4, batch 2" in log
     ref = load_checkpoint(setup["ref"] / "checkpoint.4")
     got = load_checkpoint(exp / "checkpoint.4")
     assert got["step"] == 13  # updates counted per accum_grad group, not per batch
@@ -122,6 +138,7 @@ def test_auto_resume_refuses_another_runs_state(setup: dict) -> None:
         json_nj=2,
         epochs=6,
         base_model=setup["base"],
+        device="cpu",
     )
     before = (setup["ref"] / "checkpoint.4").stat().st_mtime_ns
     assert run(args) == 1

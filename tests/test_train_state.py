@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from e2e_asr.model.checkpoint import save_checkpoint
-from e2e_asr.train.state import find_resume, prune_checkpoints
+from e2e_asr.train.resume import find_resume, prune_checkpoints
 
 
 def _state(path: Path, step: int, done: bool) -> None:

@@ -9,7 +9,7 @@ holds one; the reliability tests put this directory on ``PYTHONPATH`` and set
 
 ``RELIABILITY_KILL`` is ``point=NAME,key=value,…``:
 
-* ``point=update,step=K[,rank=R]``: right after optimizer update K (``Trainer._update``).
+* ``point=update,step=K[,rank=R]``: right after optimizer update K (``StepRunner.update``).
 * ``point=validation,call=N[,rank=R]``: in the N-th validation of the process, after its
   first dev batch has been scored.
 * ``point=save,name=FILE``: while ``torch.save`` writes FILE (``checkpoint.N``/``snapshot``):
@@ -96,20 +96,24 @@ class _Proxy:
         return getattr(self._module, name)
 
 
+def _patch_step(mod: ModuleType) -> None:
+    if OPTS.get("point") != "update":
+        return
+    orig_update = mod.StepRunner.update
+    rank = os.environ.get("RANK", "0")
+
+    def update(self: Any) -> bool:
+        ok = orig_update(self)
+        if self.step == int(OPTS["step"]) and OPTS.get("rank", rank) == rank:
+            die(f"update {self.step} (rank {rank})")
+        return ok
+
+    mod.StepRunner.update = update
+
+
 def _patch_trainer(mod: ModuleType) -> None:
     point = OPTS.get("point")
-    if point == "update":
-        orig_update = mod.Trainer._update
-        rank = os.environ.get("RANK", "0")
-
-        def _update(self: Any, trainable: Any) -> bool:
-            ok = orig_update(self, trainable)
-            if self.step == int(OPTS["step"]) and OPTS.get("rank", rank) == rank:
-                die(f"update {self.step} (rank {rank})")
-            return ok
-
-        mod.Trainer._update = _update
-    elif point == "validation":
+    if point == "validation":
         orig_validate = mod.validate
 
         rank = os.environ.get("RANK", "0")
@@ -222,6 +226,7 @@ def _patch_validate(mod: ModuleType) -> None:
 PATCHES: dict[str, Callable[[ModuleType], None]] = {
     "e2e_asr.data.validate": _patch_validate,
     "e2e_asr.train.trainer": _patch_trainer,
+    "e2e_asr.train.step": _patch_step,
     "e2e_asr.model.checkpoint": _patch_checkpoint,
     "e2e_asr.data.feature_jobs": _patch_feature_jobs,
     "kaldiio": _patch_kaldiio,

@@ -238,7 +238,8 @@ def prepare_json(
     model_feature_config: dict | None = None,
     log=print,
 ) -> Stage2Report:
-    """Write ``train.{1..json_nj}.json dev.json cmvn.ark units.txt feature.yaml oov.txt``."""
+    """Write ``train.{1..json_nj}.json dev.json cmvn.ark units.txt feature.yaml oov.txt`` and
+    ``train_shards.txt`` (the train json file names, one a line, read by stage 3)."""
     data_dir, out = Path(data_dir), Path(out_dir)
     if json_nj < 1:
         raise JsonPrepError("json_nj must be >= 1")
@@ -340,6 +341,8 @@ def prepare_json(
         if idx.isdigit() and int(idx) > json_nj:
             p.unlink()
     # The small files last: a failed run leaves the previous set whole, not a mix.
+    # train_shards.txt: the train json files of this run, which stage 3 reads (no --json-nj)
+    atomic_write_lines(out / "train_shards.txt", (f"train.{i}.json" for i in range(1, json_nj + 1)))
     write_cmvn(out / "cmvn.ark", stats.stats)
     atomic_write_lines(
         out / "oov.txt",

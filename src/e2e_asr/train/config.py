@@ -25,6 +25,7 @@ import yaml
 from e2e_asr.data.specaug import TIME_WARP_MODES
 from e2e_asr.decode.config import DecodeConfig, DecodeConfigError
 from e2e_asr.model.config import CriterionConfig, ModelConfig
+from e2e_asr.train.precision import PrecisionError, normalize_amp
 
 
 class ConfigError(ValueError):
@@ -94,7 +95,7 @@ OPTI_DEFAULTS: dict[str, Any] = {
 TRAIN_DEFAULTS: dict[str, Any] = {
     "char_num": None,  # seed key: number of output units, checked against the model
     "accum_grad": 1,
-    "amp": False,
+    "amp": "auto",  # auto | bf16 | fp16 | off (seed: True = auto, False = off); precision.py
     "grad_clip": 5.0,
     "log_interval": 100,  # optimizer updates between log lines
     "snapshot_interval": 1000,  # optimizer updates between resumable snapshots; 0 = off
@@ -109,6 +110,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "ddp_timeout": 600,  # seconds a collective may wait before the process group gives up
     "dev_cer": True,  # CTC greedy CER on dev each epoch
     "compile": False,  # torch.compile the encoder/decoder blocks (faster steps, slow start)
+    "oom_probe": "auto",  # forward+backward of the largest batch first: auto (GPU) | true | false
 }
 
 
@@ -123,7 +125,6 @@ _BOOL_KEYS = {
     "shortest_first",
     "swap_io",
     "clean_data",
-    "amp",
     "noam_restart",
     "dev_cer",
     "load",
@@ -235,6 +236,12 @@ def _train(given: Any, src: str) -> dict[str, Any]:
         raise ConfigError(f"{src}: 'train_config.cmvn' must be base|data, got {out['cmvn']!r}")
     if out["ddp_pad"] not in ("repeat", "drop"):
         raise ConfigError(f"{src}: 'train_config.ddp_pad' must be repeat|drop")
+    try:
+        out["amp"] = normalize_amp(out["amp"])
+    except PrecisionError as exc:
+        raise ConfigError(f"{src}: {exc}") from exc
+    if out["oom_probe"] not in ("auto", True, False):
+        raise ConfigError(f"{src}: 'train_config.oom_probe' must be auto|true|false")
     if not isinstance(out["freeze"], list) or not all(isinstance(p, str) for p in out["freeze"]):
         raise ConfigError(f"{src}: 'train_config.freeze' must be a list of module-name prefixes")
     scales = out["lr_scales"]
@@ -249,7 +256,13 @@ def _train(given: Any, src: str) -> dict[str, Any]:
 
 
 def _opti(given: Any, src: str) -> dict[str, Any]:
+    # lr: auto = a fraction of the base model's peak LR (train/schedule_info.py)
+    auto_lr = isinstance(given, dict) and given.get("lr") == "auto"
+    if auto_lr:
+        given = {k: v for k, v in given.items() if k != "lr"}
     out = _fill("opti_config", given, OPTI_DEFAULTS, src)
+    if auto_lr:
+        out["lr"] = "auto"
     _rename("opti_config", out, OPTIMIZER_NAMES, src)
     if out["decay"] not in ("inverse_sqrt", "linear", "constant"):
         raise ConfigError(f"{src}: 'opti_config.decay' must be inverse_sqrt|linear|constant")

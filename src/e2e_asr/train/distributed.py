@@ -95,6 +95,30 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank (a small picklable value: the resume decision)."""
+    if not info.distributed:
+        return obj
+    box = [obj if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def sync_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's persistent buffers (BatchNorm running statistics) to every rank.
+
+    DDP runs with ``broadcast_buffers=False`` (the positional tables and CMVN are constants,
+    re-sending them every forward costs ~14 MB per step), so the only buffers that drift apart,
+    BatchNorm's running statistics, are made equal here before validation and checkpoints:
+    every rank then validates and saves the statistics rank 0 would have had.
+    """
+    if not info.distributed:
+        return
+    for name, buf in module.state_dict().items():
+        if "running_" in name or name.endswith("num_batches_tracked"):
+            dist.broadcast(buf, src=0)
+
+
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()

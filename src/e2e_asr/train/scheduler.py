@@ -139,3 +139,70 @@ def build_schedule(
             step=step,
         )
     raise ValueError(f"opti_config.name {name!r}: no such schedule")
+
+
+# ----------------------------------------------------------------------------- fine-tuning LR
+AUTO_LR_FRACTION = 0.5  # opti_config.lr: auto = this fraction of the base model's peak LR
+AUTO_LR_FALLBACK = 1e-3  # ... when the base records no schedule (or training from scratch)
+BARELY_MOVES = 50.0  # warn when this run's highest LR is below base peak / this
+
+
+def peak_lr(opti_config: dict[str, Any]) -> float:
+    """The highest LR a schedule reaches (Noam: at ``warm_step``; warmup_decay: ``lr``)."""
+    if opti_config.get("name") == "noam":
+        return (
+            float(opti_config["factor"])
+            * int(opti_config["model_size"]) ** -0.5
+            * int(opti_config["warm_step"]) ** -0.5
+        )
+    return float(opti_config["lr"])
+
+
+def resolve_auto_lr(
+    opti_config: dict[str, Any], base_opti: dict[str, Any] | None
+) -> tuple[dict[str, Any], str | None]:
+    """``lr: auto`` made a number: ``AUTO_LR_FRACTION`` x the base's peak LR. Returns the
+    config (a copy when changed) and a note saying how the LR was derived."""
+    if opti_config.get("lr") != "auto":
+        return opti_config, None
+    out = dict(opti_config)
+    if base_opti and base_opti.get("lr") != "auto":
+        try:
+            base_peak = peak_lr(base_opti)
+        except (KeyError, TypeError, ValueError):
+            base_peak = 0.0
+        if base_peak > 0:
+            out["lr"] = AUTO_LR_FRACTION * base_peak
+            return out, (
+                f"opti_config.lr: auto = {AUTO_LR_FRACTION:g} x the base model's peak LR "
+                f"{base_peak:.3e} ({base_opti.get('name')}) = {out['lr']:.3e}"
+            )
+    out["lr"] = AUTO_LR_FALLBACK
+    return out, (
+        f"opti_config.lr: auto: no base schedule to derive it from; using {AUTO_LR_FALLBACK:g}"
+    )
+
+
+def base_lr_summary(base_opti: dict[str, Any] | None, base_step: int) -> tuple[float, float] | None:
+    """``(last LR, peak LR)`` of the base model's own schedule at its last update."""
+    if not base_opti or base_opti.get("lr") == "auto":
+        return None
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+    try:
+        sched = build_schedule(opt, base_opti, 0)
+        return sched.lr_at(max(base_step, 1)), peak_lr(base_opti)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def run_peak_lr(schedule: LRSchedule, updates: int) -> float:
+    """The highest LR ``schedule`` uses over its next ``updates`` updates."""
+    start = schedule.step_count + 1
+    n = max(int(updates), 1)
+    stride = max(1, n // 2000)
+    steps = list(range(start, start + n, stride)) + [start + n - 1]
+    if isinstance(schedule, NoamSchedule | WarmupDecaySchedule):
+        w = schedule.warm_step
+        if start <= w < start + n:
+            steps.append(w)
+    return max(schedule.lr_at(s) for s in steps)

@@ -1,11 +1,20 @@
 """The stage-3 training run: fine-tune (or train) with exact resume, under torchrun or alone.
 
-One ``run(args)`` call does the whole stage: read config and data, build/check the model,
-restore a resumable state if asked, then train epoch by epoch. Per epoch the batches (from the
-seed's jconfig, see ``e2e_asr.data.batching``) are shuffled from (seed, epoch), every rank takes
-an equal share, and every ``accum_grad`` batches make one optimizer update; ``step`` counts
-those updates. A ``snapshot`` is written every ``snapshot_interval`` updates and
-``checkpoint.N`` after every epoch, both resumable to the exact batch.
+``run(args)`` reads the config once (``--set`` overrides applied) and hands it down; the
+``Trainer`` composes the parts, each buildable and testable on its own:
+
+* ``data.TrainData``: the json shards stage 2 recorded, indexed lazily; per-epoch batches;
+* ``setup.build_setup`` / ``prepare_model``: model from the base (or scratch), checks, freezing;
+* ``optimizer`` / ``scheduler``: Adam and the LR schedule (``lr: auto`` from the base's peak);
+* ``precision.Precision``: amp auto|bf16|fp16|off, autocast, GradScaler, TF32;
+* ``resume``: fingerprint, rank 0's resume decision checked by every rank;
+* ``step.StepRunner``: forward/backward, accumulation, clipping, update, OOM guard.
+
+Per epoch the batches (from the seed's jconfig, see ``e2e_asr.data.batching``) are shuffled from
+(seed, epoch), every rank takes an equal share, and every ``accum_grad`` batches make one
+optimizer update; ``step`` counts those updates. A ``snapshot`` is written every
+``snapshot_interval`` updates and ``checkpoint.N`` after every epoch, both resumable to the
+exact batch.
 """
 
 from __future__ import annotations
@@ -21,23 +30,25 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from e2e_asr.data.batching import clean_data, epoch_order, make_batchset, shard_for_rank
-from e2e_asr.data.loader import BatchDataset, DataError, feat_dim, make_loader, token_ids
+from e2e_asr.data.batching import epoch_order, shard_for_rank
+from e2e_asr.data.loader import BatchDataset, DataError, make_loader
 from e2e_asr.data.specaug import SpecAugment
-from e2e_asr.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from e2e_asr.train import state as st
-from e2e_asr.train.compat import ModelSetup, setup_from_base, setup_from_scratch
+from e2e_asr.model.checkpoint import CheckpointError, save_checkpoint
+from e2e_asr.train import resume as rs
 from e2e_asr.train.compile import compile_blocks
 from e2e_asr.train.config import apply_overrides, load_train_config
-from e2e_asr.train.data import draw_source, read_dev_json, read_source_jsons, read_train_jsons
+from e2e_asr.train.data import TrainData
 from e2e_asr.train.distributed import (
     DistInfo,
     all_reduce_sum,
     gather_objects,
     init_distributed,
     shutdown,
+    sync_buffers,
 )
-from e2e_asr.train.optimizer import apply_freeze, build_optimizer
+from e2e_asr.train.errors import TrainError
+from e2e_asr.train.optimizer import build_optimizer
+from e2e_asr.train.precision import apply_backend_flags, resolve_precision
 from e2e_asr.train.reporting import (
     Reporter,
     close_logging,
@@ -47,10 +58,18 @@ from e2e_asr.train.reporting import (
     setup_logging,
     step_line,
 )
-from e2e_asr.train.scheduler import build_schedule
+from e2e_asr.train.scheduler import (
+    BARELY_MOVES,
+    base_lr_summary,
+    build_schedule,
+    resolve_auto_lr,
+    run_peak_lr,
+)
+from e2e_asr.train.setup import build_setup, prepare_model
+from e2e_asr.train.step import StepRunner, batch_setting
 from e2e_asr.train.validation import validate
 
-FAULT_ENV = "E2E_ASR_FAULT"  # tests: "step=K" or "step=K,rank=R" raises after update K
+__all__ = ["TrainArgs", "TrainError", "Trainer", "load_config", "run"]
 
 
 @dataclass
@@ -59,7 +78,7 @@ class TrainArgs:
     json_dir: Path
     exp_dir: Path
     epochs: int
-    json_nj: int = 1
+    json_nj: int | None = None  # None: the shards stage 2 recorded
     base_model: Path | None = None
     units: Path | None = None
     cmvn: Path | None = None
@@ -73,16 +92,13 @@ class TrainArgs:
     overrides: list[str] = field(default_factory=list)
 
 
-class TrainError(RuntimeError):
-    """A run that cannot start or continue; the message says why and what to do."""
-
-
-def _fault_at() -> tuple[int, int | None] | None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return None
-    parts = dict(p.split("=", 1) for p in spec.split(","))
-    return int(parts["step"]), (int(parts["rank"]) if "rank" in parts else None)
+def load_config(args: TrainArgs) -> dict[str, Any]:
+    """The training config with every ``--set`` override (and ``--seed``) applied, once."""
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"train_config.seed={args.seed}")
+    cfg = load_train_config(args.config)
+    return apply_overrides(cfg, overrides) if overrides else cfg
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -90,60 +106,65 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class Trainer:
-    def __init__(self, args: TrainArgs, info: DistInfo) -> None:
+    def __init__(self, args: TrainArgs, cfg: dict[str, Any], info: DistInfo) -> None:
         self.args = args
         self.info = info
         self.exp_dir = args.exp_dir
-        cfg = load_train_config(args.config)
-        overrides = list(args.overrides)
-        if args.seed is not None:
-            overrides.append(f"train_config.seed={args.seed}")
-        self.cfg = apply_overrides(cfg, overrides) if overrides else cfg
-        self.tc = self.cfg["train_config"]
-        self.seed = int(self.tc["seed"])
-        st.seed_everything(self.seed)  # same initial weights on every rank (scratch runs)
+        self.seed = int(cfg["train_config"]["seed"])
+        rs.seed_everything(self.seed)  # same initial weights on every rank (scratch runs)
 
-        self.train_utts = read_train_jsons(args.json_dir, args.json_nj)
-        self.dev_utts = read_dev_json(args.json_dir)
-        self.dim = feat_dim(self.train_utts, f"{args.json_dir}/train.*.json")
-        if self.dev_utts:
-            dev_dim = feat_dim(self.dev_utts, f"{args.json_dir}/dev.json")
-            if dev_dim != self.dim:
-                raise DataError(
-                    f"{args.json_dir}/dev.json: feature dim {dev_dim}, train has {self.dim}"
-                )
-        self.source_utts: dict[str, dict[str, Any]] = {}
-        if args.mix_json_dir is not None and args.mix_ratio > 0:
-            self.source_utts = read_source_jsons(args.mix_json_dir)
-            src_dim = feat_dim(self.source_utts, f"{args.mix_json_dir}/train.*.json")
-            if src_dim != self.dim:
-                raise DataError(
-                    f"{args.mix_json_dir}: source features have dim {src_dim}, target {self.dim}"
-                )
-
-        self.setup = self._setup_model()
+        self.data = TrainData(args.json_dir, args.json_nj, args.mix_json_dir, args.mix_ratio)
+        self.setup = build_setup(
+            cfg,
+            args.json_dir,
+            self.data.dim,
+            args.base_model,
+            args.units,
+            args.cmvn,
+            args.feature_config,
+        )
         self.cfg = self.setup.config
         self.tc = self.cfg["train_config"]
+        opti, note = resolve_auto_lr(self.cfg["opti_config"], self.setup.base_opti_config)
+        if note:
+            log.info(note)
+        self.cfg["opti_config"] = opti
         self.units = self.setup.units
-        self._check_token_ids()
-        self.model = self.setup.model.to(info.device)
-        self.frozen = apply_freeze(self.model, self.tc["freeze"])
-        self.optimizer = build_optimizer(self.model, self.cfg["opti_config"], self.tc["lr_scales"])
-        self.step = self.setup.base_step
+        self.data.check_token_ids(len(self.units))
+        self.model, self.frozen = prepare_model(self.setup, info.device)
+        self.optimizer = build_optimizer(self.model, opti, self.tc["lr_scales"])
         sched_start = 0 if self.tc["noam_restart"] else self.setup.base_step
-        self.schedule = build_schedule(self.optimizer, self.cfg["opti_config"], sched_start)
-        self.amp = bool(self.tc["amp"])
-        self.use_scaler = self.amp and info.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_scaler)
+        self.schedule = build_schedule(self.optimizer, opti, sched_start)
+        self.precision = resolve_precision(self.tc["amp"], info.device)
+        apply_backend_flags(self.precision)
+        log.info(self.precision.describe())
+        self.scaler = self.precision.make_scaler()
+        self.runner = StepRunner(
+            self.model,
+            self.optimizer,
+            self.schedule,
+            self.precision,
+            self.scaler,
+            self.tc["grad_clip"],
+            step=self.setup.base_step,
+        )
         self.specaug = SpecAugment(self.cfg["trans_config"])
-        self.fingerprint = self._fingerprint()
+        self.fingerprint = rs.run_fingerprint(
+            self.cfg, self.data.identity(), self._base_identity(), self.data.mix_identity()
+        )
+        self.data.clean(
+            self.cfg["jconfig"], self.cfg["valid_config"]["jconfig"], self.model.subsampling_rate
+        )
 
         self.start_epoch = self.setup.base_epoch + 1
         self.start_batch = 0
         self.resumed_state: dict[str, Any] | None = None
+        self.resumed_sums: list[float] | None = None
         self.validation: dict[str, float] = {}
         self._drop_partial_files()
-        self._maybe_resume()
+        path, payload = rs.agree_on_resume(info, self.exp_dir, args.resume, self.fingerprint)
+        if payload is not None and path is not None:
+            self._restore(path, payload)
         # a finished run found by --resume: re-running the stage is a no-op, not an error
         self.finished = (
             self.resumed_state is not None
@@ -157,132 +178,52 @@ class Trainer:
             )
         # per-rank dropout streams, set after resume so they do not override restored states
         if self.resumed_state is None:
-            st.seed_everything(self.seed * 1000 + info.rank)
+            rs.seed_everything(self.seed * 1000 + info.rank)
 
         if self.tc["compile"]:
             n = compile_blocks(self.model)
             log.info("train_config.compile: %d blocks compiled (first steps are slow)", n)
+        if not self.finished and self._probe_wanted():
+            self._probe()
+        self.ddp: torch.nn.Module = self.model
         if info.distributed:
             rate = float(self.cfg["criterion_config"]["rate"])
-            self.ddp: torch.nn.Module = DDP(
+            self.ddp = DDP(
                 self.model,
                 device_ids=[info.device] if info.device.type == "cuda" else None,
                 # with rate 0 or 1 the model skips CTC or the decoder entirely
                 find_unused_parameters=rate in (0.0, 1.0),
+                # positional tables and CMVN are constants; BatchNorm statistics are made
+                # equal before validation and checkpoints (sync_buffers)
+                broadcast_buffers=False,
             )
-        else:
-            self.ddp = self.model
+            self.runner.wrap(self.ddp)
         self.reporter = Reporter(self.exp_dir, info.is_main)
-        self.target_clean, counts = clean_data(
-            self.train_utts,
-            self.cfg["jconfig"],
-            self.model.subsampling_rate,
-            f"{args.json_dir}/train.*.json",
-        )
-        self.dev_clean, _ = clean_data(
-            self.dev_utts,
-            self.cfg["valid_config"]["jconfig"],
-            self.model.subsampling_rate,
-            f"{args.json_dir}/dev.json",
-        )
-        if not self.target_clean:
-            raise DataError(f"{args.json_dir}: every train utterance was filtered out ({counts})")
-        self._fixed_batches: list[list[str]] | None = None
 
-    # ----------------------------------------------------------------- setup
-    def _setup_model(self) -> ModelSetup:
+    @property
+    def step(self) -> int:
+        return self.runner.step
+
+    # ----------------------------------------------------------------- setup helpers
+    def _base_identity(self) -> dict[str, Any] | None:
         a = self.args
         if a.base_model is not None:
-            if not a.base_model.is_file():
-                raise TrainError(f"--base-model {a.base_model}: no such file")
-            setup = setup_from_base(self.cfg, a.base_model, a.json_dir, self.dim)
-        else:
-            missing = [n for n in ("units", "cmvn", "feature_config") if getattr(a, n) is None]
-            if missing:
-                raise TrainError(
-                    "no --base-model: training from scratch needs "
-                    + " ".join(f"--{m.replace('_', '-')}" for m in missing)
-                )
-            setup = setup_from_scratch(
-                self.cfg, a.units, a.cmvn, a.feature_config, self.dim, a.json_dir
-            )
-        for note in setup.notes:
-            log.warning(note)
-        return setup
-
-    def _check_token_ids(self) -> None:
-        n = len(self.units)
-        a = self.args
-        groups = (
-            (f"{a.json_dir}/train.*.json", self.train_utts),
-            (f"{a.json_dir}/dev.json", self.dev_utts),
-            (f"{a.mix_json_dir}/train.*.json", self.source_utts),
-        )
-        for where, utts in groups:
-            for key, info in utts.items():
-                bad = [t for t in token_ids(key, info) if not 0 < t < n - 1]
-                if bad:
-                    raise DataError(
-                        f"{where}: utterance {key} has token ids {bad[:5]} "
-                        f"outside 1..{n - 2} of the model's {n} units; the json was made with "
-                        "other units"
-                    )
-
-    def _fingerprint(self) -> str:
-        quiet = {"log_interval", "num_workers", "snapshot_interval", "keep_last", "dev_cer"}
-        cfg = {k: v for k, v in self.cfg.items() if k != "train_config"}
-        cfg["train_config"] = {k: v for k, v in self.tc.items() if k not in quiet}
-        a = self.args
-        return st.fingerprint(
-            {
-                "config": cfg,
-                "json_dir": str(a.json_dir.resolve()),
-                "json_nj": a.json_nj,
-                "base_model": str(a.base_model.resolve()) if a.base_model else None,
-                "mix": [str(a.mix_json_dir.resolve()) if a.mix_json_dir else None, a.mix_ratio],
+            return {
+                **(rs.file_identity(a.base_model) or {}),
+                "epoch": self.setup.base_epoch,
+                "step": self.setup.base_step,
             }
-        )
+        return {"scratch": [rs.file_identity(p) for p in (a.units, a.cmvn, a.feature_config)]}
 
     def _drop_partial_files(self) -> None:
         """Temp files of checkpoints whose writing was killed: never trusted, but as large as
         a checkpoint; remove them instead of letting every killed run add one."""
         if not (self.info.is_main and self.exp_dir.is_dir()):
             return
-        names = (".checkpoint.*.tmp", f".{st.SNAPSHOT_NAME}.*.tmp")
+        names = (".checkpoint.*.tmp", f".{rs.SNAPSHOT_NAME}.*.tmp")
         for p in [p for pattern in names for p in self.exp_dir.glob(pattern)]:
             log.info("removing %s (left by a run killed while writing it)", p)
             p.unlink(missing_ok=True)
-
-    def _maybe_resume(self) -> None:
-        a = self.args
-        if a.resume == "none":
-            if any(self.exp_dir.glob("checkpoint.*")) or (self.exp_dir / st.SNAPSHOT_NAME).exists():
-                log.warning(
-                    "--resume none: ignoring the training state already in %s", self.exp_dir
-                )
-            return
-        if a.resume == "auto":
-            found = st.find_resume(self.exp_dir) if self.exp_dir.is_dir() else None
-            if found is None:
-                return
-            path, payload = found
-            if payload["train_state"].get("fingerprint") != self.fingerprint:
-                raise TrainError(
-                    f"--resume auto: {path} was written by a run with another config, data or "
-                    "base model; refusing to continue it silently. Use a new --exp-dir, "
-                    "--resume none to start over, or --resume PATH to continue it anyway"
-                )
-        else:
-            path = Path(a.resume)
-            try:
-                payload = load_checkpoint(path)
-            except CheckpointError as exc:
-                raise TrainError(f"--resume {path}: {exc}") from exc
-            if "train_state" not in payload:
-                raise TrainError(f"--resume {path}: holds no training state")
-            if payload["train_state"].get("fingerprint") != self.fingerprint:
-                log.warning("--resume %s: config/data/base differ from that run's", path)
-        self._restore(path, payload)
 
     def _restore(self, path: Path, payload: dict[str, Any]) -> None:
         ts = payload["train_state"]
@@ -299,14 +240,21 @@ class Trainer:
                 self.scaler.load_state_dict(payload["scaler"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise TrainError(f"{path}: does not fit this run's model/optimizer: {exc}") from exc
-        self.step = int(payload["step"])
+        self.runner.step = int(payload["step"])
         rngs = payload.get("rng") or []
         if len(rngs) == self.info.world_size:
-            st.restore_rng(rngs[self.info.rank])
+            for note in rs.restore_rng(rngs[self.info.rank]):
+                log.warning("resume: %s", note)
         else:
-            st.seed_everything(self.seed * 1000 + self.info.rank + self.step)
+            rs.seed_everything(self.seed * 1000 + self.info.rank + self.step)
         self.validation = dict(payload.get("validation") or {})
         self.resumed_state = ts
+        sums = ts.get("loss_sums") or [0.0, 0.0]
+        if sums and isinstance(sums[0], list | tuple):  # one pair per rank
+            mine = sums[self.info.rank] if self.info.rank < len(sums) else [0.0, 0.0]
+        else:  # older states: rank 0's pair only
+            mine = sums if self.info.is_main else [0.0, 0.0]
+        self.resumed_sums = [float(v) for v in mine]
         if ts["done"]:
             self.start_epoch, self.start_batch = int(ts["epoch"]) + 1, 0
         else:
@@ -319,39 +267,35 @@ class Trainer:
             self.start_batch,
         )
 
-    # ----------------------------------------------------------------- batches
-    def _epoch_data(self, epoch: int) -> tuple[dict[str, dict[str, Any]], list[list[str]]]:
-        jc = self.cfg["jconfig"]
-        if not self.source_utts:
-            if self._fixed_batches is None:
-                self._fixed_batches = make_batchset(self.target_clean, jc, self.seed)
-            return self.target_clean, self._fixed_batches
-        mixed = dict(self.target_clean)
-        drawn = draw_source(
-            self.source_utts, len(self.target_clean), self.args.mix_ratio, self.seed, epoch
-        )
-        drawn, _ = clean_data(drawn, jc, self.model.subsampling_rate, "mix source")
-        mixed.update(drawn)
-        log.info(
-            "epoch %d: %d target + %d source utterances", epoch, len(self.target_clean), len(drawn)
-        )
-        return mixed, make_batchset(mixed, jc, self.seed)
+    def _probe_wanted(self) -> bool:
+        want = self.tc["oom_probe"]
+        return want is True or (want == "auto" and self.info.device.type == "cuda")
 
-    def _dev_batches(self):
-        batches = make_batchset(self.dev_clean, self.cfg["valid_config"]["jconfig"], self.seed)
-        # disjoint shares, no padding: nothing is scored twice, and no collective runs inside
-        mine = list(range(len(batches)))[self.info.rank :: self.info.world_size]
-        ds = BatchDataset(self.dev_clean, [batches[i] for i in mine])
-        return make_loader(ds, self._workers())
-
-    def _workers(self) -> int:
-        return int(self.tc["num_workers"])
+    def _probe(self) -> None:
+        """Forward + backward of the epoch's largest batches (most padded frames, longest
+        padded length) before the first step: an OOM surfaces now, naming the batch."""
+        batches, _ = self.data.epoch_batches(self.start_epoch, self.seed)
+        if not batches:
+            return
+        sizes = [self.data.batch_frames(b) for b in batches]
+        by_frames = max(range(len(batches)), key=lambda i: sizes[i][1])
+        by_length = max(range(len(batches)), key=lambda i: sizes[i][1] * sizes[i][1] / sizes[i][0])
+        advice = batch_setting(self.cfg["jconfig"])
+        picks = sorted({by_frames, by_length})
+        ds = BatchDataset(self.data.entries, [batches[i] for i in picks])
+        for j, i in enumerate(picks):
+            where = f"batch {i} of epoch {self.start_epoch}"
+            log.info("start-up probe, %s: %s", where, self.runner.probe(ds[j], where, advice))
+        ds.close()
 
     # ----------------------------------------------------------------- checkpoints
     def _payload(self, epoch_done: int, ts: dict[str, Any]) -> dict[str, Any]:
-        rngs = gather_objects(st.capture_rng(), self.info)
+        # collectives (every rank calls this): RNG states and loss sums of every rank
+        rngs = gather_objects(rs.capture_rng(), self.info)
+        ts = {**ts, "loss_sums": gather_objects(self.runner.epoch_sums.tolist(), self.info)}
+        sync_buffers(self.model, self.info)
         return {
-            "model": _unwrap(self.model).state_dict(),
+            "model": self.model.state_dict(),
             "config": self.cfg,
             "units": self.units,
             "feature_config": self.setup.feature_config,
@@ -359,21 +303,18 @@ class Trainer:
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
-            "scaler": self.scaler.state_dict() if self.use_scaler else {},
+            "scaler": self.scaler.state_dict() if self.precision.uses_scaler else {},
             "rng": rngs,
             "train_state": ts,
             "validation": self.validation,
         }
 
-    def _train_state(
-        self, epoch: int, batch: int, done: bool, order: list[int], sums: list[float]
-    ) -> dict[str, Any]:
+    def _train_state(self, epoch: int, batch: int, done: bool, order: list[int]) -> dict[str, Any]:
         return {
             "epoch": epoch,
             "batch": batch,
             "done": done,
             "order": order,
-            "loss_sums": list(sums),
             "fingerprint": self.fingerprint,
             "world_size": self.info.world_size,
             "base_model": self.setup.base_path,
@@ -384,21 +325,62 @@ class Trainer:
             save_checkpoint(self.exp_dir / name, payload)
 
     # ----------------------------------------------------------------- training
+    def _report_lr(self, batches_per_epoch: int) -> None:
+        accum = int(self.tc["accum_grad"])
+        per_rank = len(
+            shard_for_rank(
+                list(range(batches_per_epoch)), 0, self.info.world_size, self.tc["ddp_pad"]
+            )  # fmt: skip
+        )
+        planned = (self.args.epochs - self.start_epoch + 1) * -(-per_rank // accum)
+        start_lr = self.schedule.current_lr()
+        peak = run_peak_lr(self.schedule, planned)
+        opti = self.cfg["opti_config"]
+        line = (
+            f"LR: this run starts at {start_lr:.3e} ({opti['name']} schedule at update "
+            f"{self.schedule.step_count + 1}) and reaches at most {peak:.3e} over its "
+            f"{planned} planned updates"
+        )
+        base = base_lr_summary(self.setup.base_opti_config, self.setup.base_step)
+        if base is None:
+            log.info(line)
+            return
+        base_last, base_peak = base
+        log.info(
+            "%s; the base model ended at %.3e (its own schedule at update %d, peak %.3e)",
+            line,
+            base_last,
+            self.setup.base_step,
+            base_peak,
+        )
+        if peak < base_peak / BARELY_MOVES:
+            log.warning(
+                "LR: fine-tuning would barely move the model: its highest LR %.3e is below "
+                "1/%d of the base model's peak %.3e. Use conf/finetune.yaml's schedule "
+                "(warmup_decay, lr: auto), or raise opti_config.factor / opti_config.lr, or set "
+                "train_config.noam_restart: true",
+                peak,
+                int(BARELY_MOVES),
+                base_peak,
+            )
+
     def fit(self) -> None:
         a, info = self.args, self.info
         if self.finished:
             log.info("%s already holds checkpoint.%d; nothing to do", self.exp_dir, a.epochs)
             self.reporter.close()
             return
+        # every rank starts from the same update, position and run, or none starts
+        rs.verify_start(info, self.step, self.start_epoch, self.start_batch, self.fingerprint)
         accum = int(self.tc["accum_grad"])
         log_every = max(1, int(self.tc["log_interval"]))
         snap_every = int(self.tc["snapshot_interval"])
-        fault = _fault_at()
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        autocast_dtype = torch.float16 if info.device.type == "cuda" else torch.bfloat16
+        advice = batch_setting(self.cfg["jconfig"])
+        runner = self.runner
         updates_this_run = 0
         t_start = time.time()
         batches_done_run = 0
+        reported = False
         log.info(
             "training epochs %d..%d from update %d (lr %.3e), %d train / %d dev utterances, "
             "%d frozen parameter tensors",
@@ -406,15 +388,18 @@ class Trainer:
             a.epochs,
             self.step,
             self.schedule.current_lr(),
-            len(self.target_clean),
-            len(self.dev_clean),
+            len(self.data.target_keys),
+            len(self.data.dev_keys),
             len(self.frozen),
         )
         for epoch in range(self.start_epoch, a.epochs + 1):
-            utts, batches = self._epoch_data(epoch)
+            batches, _ = self.data.epoch_batches(epoch, self.seed)
+            if not reported:
+                self._report_lr(len(batches))
+                reported = True
             order = epoch_order(len(batches), self.seed, epoch)
             start = 0
-            sums = [0.0, 0.0]  # loss * utts, utts (this rank, this epoch)
+            runner.epoch_sums.zero_()
             if self.resumed_state is not None and epoch == self.start_epoch and self.start_batch:
                 if self.resumed_state.get("order") != order:
                     raise TrainError(
@@ -422,67 +407,45 @@ class Trainer:
                         "(data or jconfig changed); resume from a checkpoint.N instead"
                     )
                 start = self.start_batch
-                sums = list(self.resumed_state.get("loss_sums", sums))
+                runner.epoch_sums.copy_(torch.tensor(self.resumed_sums or [0.0, 0.0]))
             mine = shard_for_rank(order, info.rank, info.world_size, self.tc["ddp_pad"])
             n = len(mine)
             if n == 0:
                 raise DataError(f"epoch {epoch}: no training batches for rank {info.rank}")
             ds = BatchDataset(
-                utts,
+                self.data.entries,
                 [batches[i] for i in mine[start:]],
                 self.specaug,
                 rng_key=(self.seed, epoch, info.rank),
                 positions=list(range(start, n)),
             )
-            loader = make_loader(ds, self._workers(), self.info.device.type == "cuda")
+            loader = make_loader(ds, self._workers(), info.device.type == "cuda")
             bar = self._bar(n, start, epoch)
-            window = [0.0] * 6  # loss, ctc, att, acc, batches, frames
             t_window = time.time()
+            runner.take_window()
             self.ddp.train()
             self.optimizer.zero_grad(set_to_none=True)
             for k, batch in enumerate(loader, start=start):
                 group_start = k - k % accum
                 group = min(accum, n - group_start)
                 last_in_group = k - group_start == group - 1
-                feats = batch["feats"].to(info.device, non_blocking=True)
-                lens = batch["feat_lens"].to(info.device)
-                ys = batch["ys"].to(info.device)
-                sync = contextlib.nullcontext()
-                if info.distributed and not last_in_group:
-                    sync = self.ddp.no_sync()
-                with sync:
-                    with torch.autocast(info.device.type, dtype=autocast_dtype, enabled=self.amp):
-                        out = self.ddp(feats, lens, ys)
-                    # the group's gradient is the mean over its batches
-                    self.scaler.scale(out["loss"] / group).backward()
-                b = feats.shape[0]
-                sums[0] += float(out["loss"].detach()) * b
-                sums[1] += b
-                window[0] += float(out["loss"].detach())
-                window[1] += float(out["loss_ctc"].detach())
-                window[2] += float(out["loss_att"].detach())
-                window[3] += float(out["acc"])
-                window[4] += 1
-                window[5] += float(lens.sum())
+                where = f"epoch {epoch}, batch {k + 1} of {n} (rank {info.rank})"
+                runner.train_batch(batch, group, last_in_group, where, advice)
                 batches_done_run += 1
                 if bar is not None:
                     bar.update(1)
                 if not last_in_group:
                     continue
-                updated = self._update(trainable)
-                if not updated:
+                if not runner.update():
                     continue
                 updates_this_run += 1
                 if self.step % log_every == 0:
-                    self._log_window(epoch, k + 1, n, window, t_window, t_start, batches_done_run)
-                    window = [0.0] * 6
+                    self._log_window(epoch, k + 1, n, t_window, t_start, batches_done_run)
                     t_window = time.time()
                 stop = a.max_steps > 0 and updates_this_run >= a.max_steps
                 if (snap_every > 0 and self.step % snap_every == 0) or stop:
-                    ts = self._train_state(epoch, k + 1, False, order, sums)
-                    self._save(st.SNAPSHOT_NAME, self._payload(epoch - 1, ts))
-                if fault is not None and self.step == fault[0] and fault[1] in (None, info.rank):
-                    raise RuntimeError(f"injected fault ({FAULT_ENV}) after update {self.step}")
+                    ts = self._train_state(epoch, k + 1, False, order)
+                    self._save(rs.SNAPSHOT_NAME, self._payload(epoch - 1, ts))
                 if stop:
                     log.info(
                         "--max-steps %d reached at update %d; snapshot written",
@@ -496,43 +459,25 @@ class Trainer:
             if bar is not None:
                 bar.close()
             ds.close()
-            self._end_epoch(epoch, order, sums, n)
+            self._end_epoch(epoch, order, n)
+        self.data.entries.close()
         self.reporter.close()
         if info.is_main:
             png = plot_curves(self.exp_dir)
             log.info("training done; curves in %s", png)
 
-    def _update(self, trainable: list[torch.nn.Parameter]) -> bool:
-        """Clip, step, schedule. False when the update was skipped (non-finite gradients)."""
-        self.scaler.unscale_(self.optimizer)
-        clip = float(self.tc["grad_clip"])
-        norm = torch.nn.utils.clip_grad_norm_(trainable, clip if clip > 0 else float("inf"))
-        if self.use_scaler:
-            scale = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            ok = self.scaler.get_scale() >= scale
-        else:
-            # DDP has averaged the gradients, so every rank sees the same norm and skips alike
-            ok = bool(torch.isfinite(norm))
-            if ok:
-                self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if not ok:
-            log.warning("update skipped: gradient norm %s is not finite", float(norm))
-            return False
-        self.step += 1
-        self.schedule.step()
-        return True
+    def _workers(self) -> int:
+        return int(self.tc["num_workers"])
 
     def _log_window(
-        self, epoch: int, batch: int, n: int, w: list[float], t0: float, t_start: float, done: int
+        self, epoch: int, batch: int, n: int, t0: float, t_start: float, done: int
     ) -> None:
-        w = all_reduce_sum(w, self.info)
+        w = all_reduce_sum(self.runner.take_window(), self.info)
         nb = max(w[4], 1.0)
         elapsed = max(time.time() - t0, 1e-9)
         per_batch = (time.time() - t_start) / max(done, 1)
         remaining = (n - batch) + (self.args.epochs - epoch) * n
+        lr = self.schedule.lr_at(self.schedule.step_count)
         line = step_line(
             epoch,
             self.args.epochs,
@@ -543,7 +488,7 @@ class Trainer:
             w[1] / nb,
             w[2] / nb,
             w[3] / nb,
-            self.schedule.lr_at(self.schedule.step_count),
+            lr,
             w[5] / elapsed,
             remaining * per_batch,
         )
@@ -554,19 +499,27 @@ class Trainer:
                 "train/loss_ctc": w[1] / nb,
                 "train/loss_att": w[2] / nb,
                 "train/acc": w[3] / nb,
-                "train/lr": self.schedule.lr_at(self.schedule.step_count),
+                "train/lr": lr,
                 "train/frames_per_s": w[5] / elapsed,
             },
             self.step,
         )
 
-    def _end_epoch(self, epoch: int, order: list[int], sums: list[float], n: int) -> None:
-        total = all_reduce_sum(sums, self.info)
+    def _dev_loader(self):
+        batches = self.data.dev_batches(self.seed)
+        # disjoint shares, no padding: nothing is scored twice, and no collective runs inside
+        mine = list(range(len(batches)))[self.info.rank :: self.info.world_size]
+        ds = BatchDataset(self.data.entries, [batches[i] for i in mine])
+        return make_loader(ds, self._workers())
+
+    def _end_epoch(self, epoch: int, order: list[int], n: int) -> None:
+        total = all_reduce_sum(self.runner.epoch_sums.tolist(), self.info)
         train_loss = total[0] / max(total[1], 1.0)
-        if self.dev_clean:
+        sync_buffers(self.model, self.info)
+        if self.data.dev_keys:
             self.validation = validate(
-                _unwrap(self.model),
-                self._dev_batches(),
+                self.model,
+                self._dev_loader(),
                 self.units,
                 self.info,
                 bool(self.tc["dev_cer"]),
@@ -594,7 +547,7 @@ class Trainer:
             self.validation["dev_cer"],
             lr,
         )
-        ts = self._train_state(epoch, n, True, order, sums)
+        ts = self._train_state(epoch, n, True, order)
         self._save(f"checkpoint.{epoch}", self._payload(epoch, ts))
         self.reporter.epoch_record(record)
         self.reporter.scalars(
@@ -608,8 +561,8 @@ class Trainer:
         )
         if self.info.is_main:
             # the snapshot is older than this checkpoint now; drop it so auto-resume is simple
-            (self.exp_dir / st.SNAPSHOT_NAME).unlink(missing_ok=True)
-            for p in st.prune_checkpoints(self.exp_dir, int(self.tc["keep_last"])):
+            (self.exp_dir / rs.SNAPSHOT_NAME).unlink(missing_ok=True)
+            for p in rs.prune_checkpoints(self.exp_dir, int(self.tc["keep_last"])):
                 log.info("removed %s (keep_last %d)", p, self.tc["keep_last"])
 
     def _bar(self, n: int, start: int, epoch: int):
@@ -622,15 +575,16 @@ class Trainer:
 
 def run(args: TrainArgs) -> int:
     """Run stage 3; returns the process exit code. Errors on any rank exit non-zero with a
-    message naming the rank, so torchrun stops the others instead of leaving them waiting."""
+    message naming the rank, so torchrun stops the others instead of leaving them waiting.
+    Ctrl-C ends in one line that says how to resume (exit 130)."""
     args.exp_dir.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0") or 0)
     setup_logging(rank == 0, args.exp_dir / "train.log")
     info: DistInfo | None = None
     try:
-        timeout = load_train_config(args.config)["train_config"]["ddp_timeout"]
-        info = init_distributed(args.device, float(timeout))
-        trainer = Trainer(args, info)
+        cfg = load_config(args)  # the one read of the yaml; every part gets this dict
+        info = init_distributed(args.device, float(cfg["train_config"]["ddp_timeout"]))
+        trainer = Trainer(args, cfg, info)
         print_config(
             {
                 **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(args).items()},
@@ -640,6 +594,14 @@ def run(args: TrainArgs) -> int:
             trainer.cfg,
         )
         trainer.fit()
+    except KeyboardInterrupt:
+        log.error(
+            "rank %d: interrupted; re-run the same command to resume from the newest "
+            "snapshot/checkpoint in %s",
+            rank,
+            args.exp_dir,
+        )
+        return 130
     except Exception as exc:
         log.error("rank %d failed: %s: %s", rank, type(exc).__name__, exc)
         if not isinstance(exc, (TrainError, DataError, ValueError, CheckpointError)):

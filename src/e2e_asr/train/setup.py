@@ -1,5 +1,11 @@
 """Build the model to train and check it against the data before the first step.
 
+``build_setup`` is the entry: a ``ModelSetup`` (model, config, units, feature config, where the
+base left off) from a base checkpoint or from scratch; ``prepare_model`` then moves it to the
+device and freezes what ``train_config.freeze`` names. Adapters (LoRA, issue 16) wrap the model
+there too, after the weights are loaded and before the optimizer is built from the trainable
+parameters.
+
 Fine-tuning (``--base-model``): the architecture comes from the base checkpoint (its weights
 fix it); the dropout rates and the criterion come from the training config. Then, before any
 training, the data directory made by stage 2 is compared with the base model, and every
@@ -34,6 +40,8 @@ from e2e_asr.data.units import SOS_EOS, read_units
 from e2e_asr.model import E2EModel, build_model
 from e2e_asr.model.checkpoint import load_checkpoint
 from e2e_asr.train.config import set_units_dims
+from e2e_asr.train.errors import TrainError
+from e2e_asr.train.optimizer import apply_freeze
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,7 @@ class ModelSetup:
     base_epoch: int = 0
     base_step: int = 0
     base_path: str | None = None
+    base_opti_config: dict[str, Any] | None = None  # the base's own schedule (LR report)
     notes: list[str] = field(default_factory=list)
 
 
@@ -234,6 +243,7 @@ def setup_from_base(
         base_epoch=int(payload.get("epoch", 0)),
         base_step=int(payload.get("step", 0)),
         base_path=str(base_path),
+        base_opti_config=dict(base_cfg.get("opti_config") or {}) or None,
         notes=notes,
     )
 
@@ -260,3 +270,44 @@ def setup_from_scratch(
     model = build_model(cfg["model_config"], cfg["criterion_config"])
     _set_cmvn(model, cmvn_path)
     return ModelSetup(model=model, config=cfg, units=units, feature_config=fc, notes=notes)
+
+
+def build_setup(
+    cfg: dict[str, Any],
+    json_dir: Path,
+    data_dim: int,
+    base_model: Path | None = None,
+    units: Path | None = None,
+    cmvn: Path | None = None,
+    feature_config: Path | None = None,
+) -> ModelSetup:
+    """The model to train: from ``base_model``, or from scratch with units/CMVN/features."""
+    if base_model is not None:
+        if base_model.is_dir():
+            raise TrainError(f"--base-model {base_model}: is a directory; give its checkpoint.N")
+        if not base_model.is_file():
+            raise TrainError(f"--base-model {base_model}: no such file")
+        setup = setup_from_base(cfg, base_model, json_dir, data_dim)
+    else:
+        given = {"units": units, "cmvn": cmvn, "feature_config": feature_config}
+        missing = [n for n, v in given.items() if v is None]
+        if missing:
+            raise TrainError(
+                "no --base-model: training from scratch needs "
+                + " ".join(f"--{m.replace('_', '-')}" for m in missing)
+            )
+        assert units is not None and cmvn is not None and feature_config is not None
+        setup = setup_from_scratch(cfg, units, cmvn, feature_config, data_dim, json_dir)
+    for note in setup.notes:
+        log.warning(note)
+    return setup
+
+
+def prepare_model(setup: ModelSetup, device: torch.device) -> tuple[torch.nn.Module, list[str]]:
+    """The model on ``device`` with ``train_config.freeze`` applied; returns it and the frozen
+    parameter names. The optimizer is built from what is trainable after this."""
+    model = setup.model.to(device)
+    frozen = apply_freeze(model, setup.config["train_config"]["freeze"])
+    # LoRA (issue 16) goes here: wrap the chosen linear layers of `model` (weights loaded,
+    # frozen parts known), so that the optimizer sees only the adapters' parameters.
+    return model, frozen
