@@ -462,6 +462,9 @@ class Trainer:
             self._end_epoch(epoch, order, n)
         self.data.entries.close()
         self.reporter.close()
+        if info.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(info.device) / 2**30
+            log.info("peak GPU memory %.2f GiB (rank %d)", peak, info.rank)
         if info.is_main:
             png = plot_curves(self.exp_dir)
             log.info("training done; curves in %s", png)
