@@ -169,4 +169,7 @@ def overrides_from_args(args: Any) -> dict[str, Any]:
         "hotwords",
         "hotword_score",
     )
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    out = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if out.get("hotwords"):  # decoding jobs may run elsewhere (cmd.sh): an absolute path
+        out["hotwords"] = os.path.abspath(out["hotwords"])
+    return out
