@@ -18,8 +18,9 @@ import torch
 
 from e2e_asr.model.checkpoint import CHECKPOINT_RE, CheckpointError, load_checkpoint
 
-# Training state that does not belong in an averaged model.
-TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "rng", "train_state", "validation")
+# Training state that does not belong in an averaged model; "lora" holds one checkpoint's adapters
+# (its "model" already holds the merged weights, which are what gets averaged).
+TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "rng", "train_state", "validation", "lora")
 METRICS = ("dev_cer", "dev_loss")
 
 

@@ -25,6 +25,7 @@ import yaml
 from e2e_asr.data.specaug import TIME_WARP_MODES
 from e2e_asr.decode.config import DecodeConfig, DecodeConfigError
 from e2e_asr.model.config import CriterionConfig, ModelConfig
+from e2e_asr.train.lora import LoraError, validate_lora
 from e2e_asr.train.precision import PrecisionError, normalize_amp
 
 
@@ -111,6 +112,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "dev_cer": True,  # CTC greedy CER on dev each epoch
     "compile": False,  # torch.compile the encoder/decoder blocks (faster steps, slow start)
     "oom_probe": "auto",  # forward+backward of the largest batch first: auto (GPU) | true | false
+    "lora": {},  # low-rank adapters: {rank, alpha, dropout, target_modules}; see train/lora.py
 }
 
 
@@ -252,6 +254,10 @@ def _train(given: Any, src: str) -> dict[str, Any]:
         raise ConfigError(
             f"{src}: 'train_config.lr_scales' must map module-name prefixes to numbers >= 0"
         )
+    try:
+        out["lora"] = validate_lora(out["lora"], src)
+    except LoraError as exc:
+        raise ConfigError(str(exc)) from exc
     return out
 
 

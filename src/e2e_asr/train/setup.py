@@ -39,6 +39,7 @@ from e2e_asr.data.features import FeatureConfig
 from e2e_asr.data.units import SOS_EOS, read_units
 from e2e_asr.model import E2EModel, build_model
 from e2e_asr.model.checkpoint import load_checkpoint
+from e2e_asr.train import lora
 from e2e_asr.train.config import set_units_dims
 from e2e_asr.train.errors import TrainError
 from e2e_asr.train.optimizer import apply_freeze
@@ -304,10 +305,28 @@ def build_setup(
 
 
 def prepare_model(setup: ModelSetup, device: torch.device) -> tuple[torch.nn.Module, list[str]]:
-    """The model on ``device`` with ``train_config.freeze`` applied; returns it and the frozen
-    parameter names. The optimizer is built from what is trainable after this."""
+    """The model on ``device`` with LoRA adapters (``train_config.lora``) and
+    ``train_config.freeze`` applied; returns it and the frozen parameter names. The optimizer is
+    built from what is trainable after this.
+
+    LoRA wraps the chosen Linear layers once the weights are final (base loaded, units grown,
+    CMVN set) and freezes every other parameter; ``freeze`` then applies to what is left (the
+    adapters), with the same prefixes as without LoRA."""
     model = setup.model.to(device)
+    lora_cfg = setup.config["train_config"]["lora"]
+    if lora.enabled(lora_cfg):
+        try:
+            targets = lora.apply_lora(model, lora_cfg)
+        except lora.LoraError as exc:
+            raise TrainError(str(exc)) from exc
+        log.info(
+            "LoRA: rank %d, alpha %g, dropout %g on %d Linear layers; the rest is frozen",
+            lora_cfg["rank"],
+            lora_cfg["alpha"],
+            lora_cfg["dropout"],
+            len(targets),
+        )
     frozen = apply_freeze(model, setup.config["train_config"]["freeze"])
-    # LoRA (issue 16) goes here: wrap the chosen linear layers of `model` (weights loaded,
-    # frozen parts known), so that the optimizer sees only the adapters' parameters.
+    n_train, n_total = lora.count_parameters(model)
+    log.info("trainable parameters: %d of %d (%.1f%%)", n_train, n_total, 100.0 * n_train / n_total)
     return model, frozen

@@ -34,6 +34,7 @@ from e2e_asr.data.batching import epoch_order, shard_for_rank
 from e2e_asr.data.loader import BatchDataset, DataError, make_loader
 from e2e_asr.data.specaug import SpecAugment
 from e2e_asr.model.checkpoint import CheckpointError, save_checkpoint
+from e2e_asr.train import lora
 from e2e_asr.train import resume as rs
 from e2e_asr.train.compile import compile_blocks
 from e2e_asr.train.config import apply_overrides, load_train_config
@@ -233,12 +234,15 @@ class Trainer:
                 f"the same number of processes, or from a checkpoint.N"
             )
         try:
-            self.model.load_state_dict(payload["model"])
+            if lora.enabled(self.tc["lora"]):
+                lora.load_lora_payload(self.model, payload, str(path))
+            else:
+                self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
             self.schedule.load_state_dict(payload["scheduler"])
             if payload.get("scaler"):
                 self.scaler.load_state_dict(payload["scaler"])
-        except (RuntimeError, ValueError, KeyError) as exc:
+        except (RuntimeError, ValueError, KeyError) as exc:  # LoraError is a ValueError
             raise TrainError(f"{path}: does not fit this run's model/optimizer: {exc}") from exc
         self.runner.step = int(payload["step"])
         rngs = payload.get("rng") or []
@@ -295,7 +299,7 @@ class Trainer:
         ts = {**ts, "loss_sums": gather_objects(self.runner.epoch_sums.tolist(), self.info)}
         sync_buffers(self.model, self.info)
         return {
-            "model": self.model.state_dict(),
+            **self._model_state(),
             "config": self.cfg,
             "units": self.units,
             "feature_config": self.setup.feature_config,
@@ -308,6 +312,14 @@ class Trainer:
             "train_state": ts,
             "validation": self.validation,
         }
+
+    def _model_state(self) -> dict[str, Any]:
+        """``model``: plain weights; for a LoRA run merged (W + scale * B A), with the adapters
+        and the unmerged weights in ``lora`` for resuming (see ``e2e_asr.train.lora``)."""
+        if not lora.enabled(self.tc["lora"]):
+            return {"model": self.model.state_dict()}
+        merged, entry = lora.lora_payload(self.model, self.tc["lora"])
+        return {"model": merged, "lora": entry}
 
     def _train_state(self, epoch: int, batch: int, done: bool, order: list[int]) -> dict[str, Any]:
         return {
