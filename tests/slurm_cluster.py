@@ -41,14 +41,28 @@ def ensure_installed() -> None:
         )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
-    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
-        proc = subprocess.run(install, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SlurmUnavailable(
-                f"apt-get install {' '.join(PACKAGES)} failed:\n"
-                f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-            )
+    # The packages' scripts would start system-wide daemons, which fail without a config (and
+    # fail the install); policy-rc.d is Debian's way to say "do not start services here".
+    # This cluster runs its own daemons from a temp dir.
+    policy = Path("/usr/sbin/policy-rc.d")
+    made_policy = not policy.exists()
+    if made_policy:
+        policy.write_text(
+            "#!/bin/sh\n# written by tests/slurm_cluster.py during apt-get\nexit 101\n"
+        )
+        policy.chmod(0o755)
+    try:
+        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+            proc = subprocess.run(install, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SlurmUnavailable(
+                    f"apt-get install {' '.join(PACKAGES)} failed:\n"
+                    f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+                )
+    finally:
+        if made_policy:
+            policy.unlink(missing_ok=True)
     if _missing():
         raise SlurmUnavailable(f"still missing after apt-get: {', '.join(_missing())}")
 
