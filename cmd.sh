@@ -1,6 +1,6 @@
 # Job launchers, Kaldi style: stage scripts run parallel work as
 #   $train_cmd JOB=1:N exp/log/name.JOB.log command args-with-JOB
-# (features use $train_cmd, decoding $decode_cmd). Backends:
+# (features and the demo corpus use $train_cmd, decoding $decode_cmd). Backends:
 #   local  utils/run.py: N jobs on this machine, at most $max_jobs_run at once (default: cores).
 #   slurm  utils/slurm.py: one sbatch job array per stage step, at most $max_jobs_run tasks at
 #          once (default 0: no limit); partition, time, memory, GPUs and extra sbatch options are in

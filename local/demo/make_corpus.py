@@ -30,12 +30,12 @@ import io
 import json
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,6 +43,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import butter, resample_poly, sosfilt
 
+RUNNER = Path(__file__).resolve().parents[2] / "utils" / "run.py"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_text import (  # noqa: E402  (local module next to this script)
     Lexicon,
@@ -273,13 +274,20 @@ def make_corpus(args: argparse.Namespace) -> Path:
                 + (f", telephone band p={dom.telephone_prob:g}" if dom.telephone_prob else ""),
                 flush=True,
             )
-    if args.nj > 1:
-        with ProcessPoolExecutor(max_workers=args.nj) as pool:
-            for _ in pool.map(render, all_specs, chunksize=16):
-                pass
-    else:
-        for spec in all_specs:
-            render(spec)
+    # Rendering fans out as nj jobs through the job runner ($train_cmd of cmd.sh: this
+    # machine or a cluster), each rendering a contiguous slice of the plan.
+    plan = out_dir / ".plan.jsonl"
+    _write_lines(plan, [json.dumps(asdict(s), ensure_ascii=False) for s in all_specs])
+    nj = max(1, min(args.nj, len(all_specs)))
+    log_dir = out_dir / "log"
+    cmd = shlex.split(args.cmd or f"{shlex.quote(sys.executable)} {shlex.quote(str(RUNNER))}")
+    argv = [*cmd, f"JOB=1:{nj}", str(log_dir.resolve() / "render.JOB.log"), sys.executable,
+            str(Path(__file__).resolve()), "--plan", str(plan.resolve()), "--nj", str(nj),
+            "--render-job", "JOB"]  # fmt: skip
+    if subprocess.run(argv, check=False).returncode != 0:
+        raise SystemExit(f"[make_corpus] rendering jobs failed; see {log_dir}/render.*.log")
+    plan.unlink()
+    shutil.rmtree(log_dir)  # kept only when a job failed: the corpus itself is the output
     # Transcripts after the audio: a transcript.txt never names a wav that is not there.
     by_dir: dict[Path, list[str]] = {}
     for spec in all_specs:
@@ -289,7 +297,7 @@ def make_corpus(args: argparse.Namespace) -> Path:
     _write_lines(done, [json.dumps(params, ensure_ascii=False, sort_keys=True)])
     print(
         f"[make_corpus] wrote {len(all_specs)} utterances to {out_dir} "
-        f"in {time.time() - t0:.1f} s ({args.nj} processes)",
+        f"in {time.time() - t0:.1f} s ({nj} jobs)",
         flush=True,
     )
     return out_dir
@@ -302,7 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out-dir", default="exp/demo/corpus", help="corpus root")
     p.add_argument("--seed", type=int, default=0, help="everything derives from it")
-    p.add_argument("--nj", type=int, default=2, help="synthesis processes")
+    p.add_argument("--nj", type=int, default=2, help="synthesis jobs")
+    p.add_argument("--cmd", help='job runner, e.g. "$train_cmd" of cmd.sh (default: utils/run.py)')
+    p.add_argument("--plan", help=argparse.SUPPRESS)  # a rendering job's input
+    p.add_argument("--render-job", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--num-chars", type=int, default=400, help="size of the character set")
     defaults = {
         ("source", "train"): 3000,
@@ -317,8 +328,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def render_job(plan: Path, job: int, nj: int) -> int:
+    """Render the ``job``-th (1-based) of ``nj`` contiguous slices of the plan."""
+    with open(plan, encoding="utf-8") as fh:
+        specs = [UttSpec(**json.loads(line)) for line in fh if line.strip()]
+    lo, hi = (job - 1) * len(specs) // nj, job * len(specs) // nj
+    for spec in specs[lo:hi]:
+        render(spec)
+    print(f"[make_corpus] job {job}: rendered {hi - lo} utterances", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.render_job:
+        return render_job(Path(args.plan), args.render_job, args.nj)
     for dom in DOMAINS:
         for split in SPLITS:
             if getattr(args, f"num_{dom.name}_{split}") < 1:

@@ -45,7 +45,8 @@ json=$demo_dir/base_data/preparejson/split_train_dev
 
 echo "demo: synthetic corpus (espeak-ng) -> $corpus"
 # shellcheck disable=SC2086
-run python local/demo/make_corpus.py --out-dir "$corpus" --seed "$seed" --nj "$nj" $corpus_opts
+run python local/demo/make_corpus.py --out-dir "$corpus" --seed "$seed" --nj "$nj" \
+  --cmd "$train_cmd" $corpus_opts
 
 if [ -f "$base/.done" ]; then
   echo "demo: base model cached: $(cat "$base/.done") (delete $base to retrain)"
