@@ -316,3 +316,28 @@ def test_run_sh_stages_1_and_6_on_slurm_equal_local(cluster: SlurmCluster, tmp_p
         np.testing.assert_array_equal(sf[utt], x)
     assert sh == lh and all(lh.values())
     assert lr and sr
+
+
+def test_slurm_runner_names_a_job_the_scheduler_killed(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    env = dict(slurm_env(cluster), SLURM_PY_STATUS_GRACE="1")
+    log2 = tmp_path / "log/k.2.log"
+    proc = subprocess.Popen(
+        [SLURM_PY, "JOB=1:2", str(tmp_path / "log/k.JOB.log"), "[ JOB = 1 ] || sleep 120"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while not (log2.exists() and "slurm job" in log2.read_text()):
+        assert time.time() < deadline and proc.poll() is None, "job 2 never started"
+        time.sleep(0.2)
+    task = log2.read_text().split("(slurm job ")[1].split(")")[0]  # e.g. 12_2
+    assert run(["scancel", task], env).returncode == 0
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert f"job JOB=2 (slurm job {task}) ended without an exit status (CANCELLED" in err, err
+    assert str(log2) in err and "1 of 2 jobs failed" in err
