@@ -57,6 +57,10 @@ def _tree(parents: list[int]) -> tuple[np.ndarray, np.ndarray]:
     return mask, depth
 
 
+def causal(n: int, hyps: int = 3) -> np.ndarray:
+    return np.tril(np.ones((hyps, n, n), dtype=bool))
+
+
 def test_torch_step_equals_whole_prefix_decoder() -> None:
     model = tiny_model(seed=4)
     scorer = TorchScorer(model)
@@ -78,6 +82,10 @@ def test_torch_step_equals_whole_prefix_decoder() -> None:
             seqs[:, t : t + 1], np.full((3, 1), t), np.ones((3, 1, t + 1), bool), cache, memory
         )
         assert np.abs(out[:, 0] - full[rows, t]).max() <= 1e-5
+    # one encoder row per hypothesis instead of one shared row
+    rows = scorer.decoder_memory(enc.expand(3, -1, -1), np.repeat(enc_lens, 3))
+    out, _ = scorer.decoder_step(ys[:, :3], np.tile(np.arange(3), (3, 1)), causal(3), None, rows)
+    assert np.abs(out - full[:, :3]).max() <= 1e-5
     # a prefix tree in one call: node v is ys[0, :depth+1] or a branch off it
     parents = [-1, 0, 1, 2, 1, 4, 0]
     mask, depth = _tree(parents)
@@ -193,6 +201,12 @@ def test_rescoring_tree_scores(export_dir: Path) -> None:
     o = OnnxScorer.from_files(*graphs[:2], V, 1, *graphs[2:])
     got = search.hypothesis_logprobs(o, enc.numpy(), enc_lens, hyps)
     assert np.abs(got - ref).max() <= 1e-4
+    # the step graph with one encoder row per hypothesis (traced with one shared row)
+    ys = np.array([[SOS, 3, 4], [SOS, 5, 6]])
+    full = o.decoder_logprobs(ys, np.array([3, 3]), enc.numpy(), enc_lens)
+    rows = o.decoder_memory(np.repeat(enc.numpy(), 2, 0), np.repeat(enc_lens, 2))
+    out, _ = o.decoder_step(ys, np.tile(np.arange(3), (2, 1)), causal(3, 2), None, rows)
+    assert np.abs(out - full).max() <= 1e-4
 
 
 def test_export_has_the_step_graphs(export_dir: Path) -> None:

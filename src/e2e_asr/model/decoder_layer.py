@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from e2e_asr.model.attention import MultiHeadedAttention
@@ -57,8 +58,9 @@ class DecoderLayer(nn.Module):
 
         `cache_k/v [N, H, P, d_k]` are the self-attention keys/values of the `P` positions
         already decoded, `mask [N, 1, S, P+S]` says which of the `P+S` keys each new position
-        sees, `mem_k/v [N or 1, H, T', d_k]` are the source-attention keys/values of the
-        encoder output (see `Decoder.memory_kv`). Returns `(x, keys, values)` with the keys
+        sees, `mem_k/v [B, H, T', d_k]` are the source-attention keys/values of the encoder
+        output (see `Decoder.memory_kv`), B = N (one row each) or 1 (shared by all), and
+        `memory_mask [B, 1, 1, T']`. Returns `(x, keys, values)` with the keys
         and values of all `P+S` positions.
         """
         h = self.norm1(x)
@@ -67,6 +69,13 @@ class DecoderLayer(nn.Module):
         v = torch.cat([cache_v, v], dim=2)
         x = x + self.dropout(self.self_attn.attend(q, k, v, mask))
         h = self.norm2(x)
-        q = self.src_attn._heads(self.src_attn.linear_q(h))
-        x = x + self.dropout(self.src_attn.attend(q, mem_k, mem_v, memory_mask))
+        att = self.src_attn
+        n, s, b = h.size(0), h.size(1), mem_k.size(0)
+        # The hypotheses that share an encoder row (all of them when b == 1) become query rows
+        # of one attention instead of a broadcast over a batch of single queries: one matmul.
+        q = att.linear_q(h).view(b, (n // b) * s, att.h, att.d_k).transpose(1, 2)
+        p = att.dropout_rate if self.training else 0.0
+        ctx = F.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=memory_mask, dropout_p=p)
+        ctx = ctx.transpose(1, 2).reshape(n, s, att.h * att.d_k)
+        x = x + self.dropout(att.linear_out(ctx))
         return x + self.dropout(self.feed_forward(self.norm3(x))), k, v
