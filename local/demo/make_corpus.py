@@ -28,13 +28,11 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import random
 import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from scipy.signal import butter, resample_poly, sosfilt
+
+from e2e_asr.data.io import atomic_path, atomic_write_lines
 
 RUNNER = Path(__file__).resolve().parents[2] / "utils" / "run.py"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -203,22 +203,13 @@ def render(spec: UttSpec) -> str:
     peak = float(np.max(np.abs(audio))) or 1.0
     audio = audio * (spec.gain / peak)
     path = Path(spec.path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".wav") as tmp:
         sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return spec.key
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
+    atomic_write_lines(path, lines)
 
 
 def corpus_params(args: argparse.Namespace) -> dict:

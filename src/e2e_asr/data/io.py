@@ -14,26 +14,61 @@ from pathlib import Path
 from typing import IO
 
 
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+# mkstemp creates owner-only (0600) files; a finished file gets the mode open() would give it
+FILE_MODE = 0o666 & ~_umask()
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Persist a rename inside directory ``path`` (best effort where directories can't sync)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
-def atomic_open(
-    path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"
-) -> Iterator[IO]:
-    """Open a temp file beside ``path``; on clean exit fsync and rename it over ``path``."""
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temp file name beside ``path`` for writers that want a file name (ONNX, soundfile,
+    matplotlib, torch.save); on clean exit the file is fsynced, given normal permissions and
+    renamed over ``path``; on any error it is removed. ``suffix`` keeps an extension that a
+    writer needs to pick its format (``.wav``, ``.png``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    binary = "b" in mode
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, mode, encoding=None if binary else encoding) as fh:
-            yield fh
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(
+    path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"
+) -> Iterator[IO]:
+    """Open a temp file beside ``path``; on clean exit fsync and rename it over ``path``."""
+    binary = "b" in mode
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=None if binary else encoding) as fh:
+        yield fh
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -9,7 +9,6 @@ are the ones ``e2e_asr.decode.onnx_scorer`` expects.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from e2e_asr.data.io import atomic_path
 from e2e_asr.decode.onnx_scorer import (
     DECODER_INPUTS,
     DECODER_MEMORY_INPUTS,
@@ -103,28 +103,21 @@ def _export(module: nn.Module, args: tuple, inputs, outputs, dynamic: dict, path
     """Export to a temp file beside ``path`` and rename, so a crash leaves no partial graph."""
     import onnx
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            # the classic exporter is deprecated upstream and warns about constant folding
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                args,
-                tmp,
-                input_names=list(inputs),
-                output_names=list(outputs),
-                dynamic_axes=dynamic,
-                opset_version=OPSET,
-                do_constant_folding=True,
-                dynamo=False,
-            )
-        onnx.checker.check_model(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # the classic exporter is deprecated upstream and warns about constant folding
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(tmp),
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+        onnx.checker.check_model(str(tmp))
 
 
 def export_model(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from pathlib import Path
+
+from e2e_asr.data.io import atomic_path
 
 # Only the matrix products: they hold nearly all weights and time; the small conv2d front end
 # and the normalisations stay in float, which keeps the accuracy loss down.
@@ -28,11 +28,8 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    dst = Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    pre = Path(tmp + ".pre.onnx")
-    try:
+    with atomic_path(dst) as tmp:
+        pre = tmp.with_name(tmp.name + ".pre.onnx")
         # the quantizer logs through the root logger; keep its chatter off the user's terminal
         root = logging.getLogger()
         level = root.level
@@ -41,16 +38,11 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> None:
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             quantize_dynamic(
                 str(pre),
-                tmp,
+                str(tmp),
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=OP_TYPES,
                 reduce_range=REDUCE_RANGE,
             )
         finally:
             root.setLevel(level)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        pre.unlink(missing_ok=True)
+            pre.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from e2e_asr.data.io import atomic_write_lines
 from e2e_asr.data.units import UnitsError, check_units
 from e2e_asr.model.e2e import E2EModel, build_model
 
@@ -310,11 +311,7 @@ def check_unit_list(units: list[str], where: str) -> list[str]:
 
 def write_report(path: str | os.PathLike, rows: list[ReportRow]) -> None:
     """`import_report.tsv`: header + one row per key (written atomically)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    lines = ["action\tsource\ttarget\tshape\tnote", *(r.tsv() for r in rows)]
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_lines(path, ["action\tsource\ttarget\tshape\tnote", *(r.tsv() for r in rows)])
 
 
 def format_table(rows: list[ReportRow]) -> str:
