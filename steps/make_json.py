@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from e2e_asr.data.jsonprep import JsonPrepError, load_base_model_info, prepare_json
+from e2e_asr.data.jsonprep import JsonPrepError, prepare_json
 from e2e_asr.data.units import UnitsError, read_units
+from e2e_asr.model.checkpoint import CheckpointError, base_model_info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model_feats = None
         if args.base_model:
-            unit_list, model_feats = load_base_model_info(args.base_model)
+            unit_list, model_feats = base_model_info(args.base_model)
         else:
             unit_list = read_units(args.units)
         prepare_json(
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             model_feature_config=model_feats,
             log=lambda s: print(s, flush=True),
         )
-    except (JsonPrepError, UnitsError, FileNotFoundError, ValueError) as exc:
+    except (JsonPrepError, CheckpointError, UnitsError, FileNotFoundError, ValueError) as exc:
         print(f"make_json.py: error: {exc}", file=sys.stderr)
         return 1
     return 0

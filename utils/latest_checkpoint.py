@@ -12,28 +12,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from e2e_asr.model.checkpoint import CheckpointError, load_checkpoint
+from e2e_asr.model.checkpoint import CheckpointError, latest_checkpoint
 
 
-def numbered_checkpoints(directory: Path) -> list[tuple[int, Path]]:
-    found = []
-    for path in directory.glob("checkpoint.*"):
-        suffix = path.name.split(".", 1)[1]
-        if suffix.isdigit():
-            found.append((int(suffix), path))
-    return sorted(found, reverse=True)
+def _skipped(path: Path, err: CheckpointError) -> None:
+    print(f"latest_checkpoint.py: skipping {path}: {err}", file=sys.stderr)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("directory", type=Path)
     args = parser.parse_args()
-    for _, path in numbered_checkpoints(args.directory):
-        try:
-            load_checkpoint(path)
-        except CheckpointError as err:
-            print(f"latest_checkpoint.py: skipping {path}: {err}", file=sys.stderr)
-            continue
+    path = latest_checkpoint(args.directory, _skipped)
+    if path is not None:
         print(path)
         return 0
     print(f"latest_checkpoint.py: no loadable checkpoint.N in {args.directory}", file=sys.stderr)

@@ -158,7 +158,7 @@ def run_job(data_dir: str | os.PathLike, job: int) -> int:
                         lo = int(round(start * cfg.sample_rate))
                         hi = samples.shape[0] if end < 0 else int(round(end * cfg.sample_rate))
                         samples = samples[lo:hi]
-                    feats = compute_features(samples, cfg)
+                    feats = compute_features(samples, cfg, utt)
                 except Exception as exc:
                     raise FeatureJobError(f"{data_dir}: utterance {utt} ({wav}): {exc}") from exc
                 # kaldiio writes "<utt> " then the matrix; the scp offset points past the key.

@@ -7,10 +7,12 @@ and defaults so a Kaldi ``.conf`` translates one to one.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import yaml
@@ -32,6 +34,9 @@ class FeatureConfig:
     frame_length_ms: float = 25.0
     frame_shift_ms: float = 10.0
     dither: float = 1.0  # Kaldi's default; in int16 units
+    # dither noise comes from a generator seeded with (dither_seed, utterance key): the same
+    # utterance gets the same features in every run, resumed job and job layout
+    dither_seed: int = 0
     preemph_coeff: float = 0.97
     remove_dc_offset: bool = True
     window_type: str = "povey"
@@ -85,6 +90,49 @@ class FeatureConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
+# THE list of feature options that may differ between the features a model was trained on and
+# the features it is given (stage 1 vs the base model, stage 2 train vs dev vs base model,
+# stage 3 json dir vs base model, decoding vs the packaged model): dither only adds noise at
+# extraction time, and its seed only chooses that noise. Every other option changes what the
+# model sees and must be equal.
+MAY_DIFFER = ("dither", "dither_seed")
+
+
+def _as_config(c: FeatureConfig | dict[str, Any], where: str) -> FeatureConfig:
+    return c if isinstance(c, FeatureConfig) else FeatureConfig.from_dict(c, where)
+
+
+def feature_mismatch(
+    a: FeatureConfig | dict[str, Any],
+    b: FeatureConfig | dict[str, Any],
+    names: tuple[str, str] = ("data", "model"),
+) -> list[str]:
+    """THE feature-compatibility rule: ``[]`` when features made with ``a`` may be fed to a
+    model trained on ``b``; otherwise one ``"key: data 'x' vs model 'y'"`` line per option
+    that differs. Dicts (a ``feature.yaml``, a checkpoint's ``feature_config``) are read with
+    ``FeatureConfig.from_dict`` first, so an option left out means Kaldi's default. Only the
+    options in ``MAY_DIFFER`` may differ. Bad configs raise ``FeatureError``."""
+    da = _as_config(a, f"{names[0]} feature config").to_dict()
+    db = _as_config(b, f"{names[1]} feature config").to_dict()
+    return [
+        f"{k}: {names[0]} {da[k]!r} vs {names[1]} {db[k]!r}"
+        for k in da
+        if k not in MAY_DIFFER and da[k] != db[k]
+    ]
+
+
+def for_decoding(cfg: FeatureConfig) -> FeatureConfig:
+    """The model's feature config as decoding uses it: dither 0, so decoding is deterministic
+    (only ``MAY_DIFFER`` options change: ``feature_mismatch(cfg, for_decoding(cfg)) == []``)."""
+    return replace(cfg, dither=0.0)
+
+
+def utterance_seed(key: str, seed: int) -> int:
+    """A 64-bit generator seed from the config's ``dither_seed`` and an utterance key."""
+    digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
 @lru_cache(maxsize=8)
 def _extractor(cfg: FeatureConfig):  # -> lhotse Fbank | Mfcc
     # Imported here so that configs, finished-job checks and merges do not pay for torch.
@@ -98,7 +146,7 @@ def _extractor(cfg: FeatureConfig):  # -> lhotse Fbank | Mfcc
         remove_dc_offset=cfg.remove_dc_offset,
         preemph_coeff=cfg.preemph_coeff,
         window_type=cfg.window_type,
-        dither=cfg.dither,
+        dither=0.0,  # added by compute_features from a seeded generator
         snip_edges=cfg.snip_edges,
         # Kaldi floors the frame energy at FLT_EPSILON before the log and applies
         # energy_floor (if > 0) after; lhotse has a single floor, so give it the larger one.
@@ -121,12 +169,20 @@ def _extractor(cfg: FeatureConfig):  # -> lhotse Fbank | Mfcc
         )
 
 
-def compute_features(samples: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """Float samples in [-1, 1] at ``cfg.sample_rate`` → ``float32 [T, cfg.dim]`` (Kaldi-exact)."""
+def compute_features(samples: np.ndarray, cfg: FeatureConfig, key: str = "") -> np.ndarray:
+    """Float samples in [-1, 1] at ``cfg.sample_rate`` → ``float32 [T, cfg.dim]`` (Kaldi-exact).
+
+    Dither (Kaldi's: ``dither`` × standard normal noise on every int16-scaled sample) is drawn
+    from a generator seeded with ``utterance_seed(key, cfg.dither_seed)``: the same key and
+    samples give the same features in any process, job split or re-run."""
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if x.shape[0] < cfg.frame_length:
         raise FeatureError(
             f"{x.shape[0]} samples is shorter than one {cfg.frame_length_ms} ms frame"
         )
-    feats = _extractor(cfg).extract(x * INT16_SCALE, cfg.sample_rate)
+    x = x * INT16_SCALE
+    if cfg.dither != 0.0:
+        rng = np.random.default_rng(utterance_seed(key, cfg.dither_seed))
+        x = x + np.float32(cfg.dither) * rng.standard_normal(x.shape[0], dtype=np.float32)
+    feats = _extractor(replace(cfg, dither=0.0, dither_seed=0)).extract(x, cfg.sample_rate)
     return np.ascontiguousarray(feats, dtype=np.float32)

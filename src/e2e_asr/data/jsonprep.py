@@ -19,28 +19,10 @@ import yaml
 from e2e_asr.data.cmvn import CmvnStats, write_cmvn
 from e2e_asr.data.datadir import iter_kv
 from e2e_asr.data.espnet_json import JsonWriter, make_entry
-from e2e_asr.data.features import FeatureConfig
+from e2e_asr.data.features import FeatureConfig, FeatureError, feature_mismatch
 from e2e_asr.data.io import atomic_write_bytes, atomic_write_lines
 from e2e_asr.data.split import base_key, dev_keys, is_copy
 from e2e_asr.data.units import Tokenizer, extend_units, write_units
-
-# Feature options that change what a model sees (dither does not).
-_FEATURE_KEYS = (
-    "type",
-    "dim",
-    "sample_rate",
-    "num_mel_bins",
-    "num_ceps",
-    "frame_length_ms",
-    "frame_shift_ms",
-    "low_freq",
-    "high_freq",
-    "snip_edges",
-    "use_energy",
-    "preemph_coeff",
-    "window_type",
-    "cepstral_lifter",
-)
 
 
 class JsonPrepError(ValueError):
@@ -95,29 +77,14 @@ def load_filters(config: str | os.PathLike | None) -> tuple[LengthFilter, Length
     return LengthFilter.from_jconfig(train_j), LengthFilter.from_jconfig(dev_j)
 
 
-def load_base_model_info(ckpt: str | os.PathLike) -> tuple[list[str], dict | None]:
-    """Units (and the feature config, if recorded) of a base model checkpoint."""
-    import torch
-
-    try:
-        payload = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise JsonPrepError(f"{ckpt}: cannot load checkpoint ({exc})") from exc
-    if not isinstance(payload, dict) or "units" not in payload:
-        raise JsonPrepError(f"{ckpt}: checkpoint has no 'units' list")
-    units = [str(u) for u in payload["units"]]
-    return units, payload.get("feature_config")
-
-
 def check_feature_match(data_cfg: FeatureConfig, model_cfg: dict | None, where: str) -> None:
+    """Stage 2's use of THE feature rule (``e2e_asr.data.features.feature_mismatch``)."""
     if not model_cfg:
         return
-    mine = data_cfg.to_dict()
-    diff = [
-        f"{k}: data {mine.get(k)!r} vs model {model_cfg.get(k)!r}"
-        for k in _FEATURE_KEYS
-        if k in model_cfg and model_cfg.get(k) != mine.get(k)
-    ]
+    try:
+        diff = feature_mismatch(data_cfg, model_cfg)
+    except FeatureError as exc:
+        raise JsonPrepError(f"{where}: base model {exc}") from exc
     if diff:
         raise JsonPrepError(
             f"{where}: features differ from the base model's ({'; '.join(diff)}); "
@@ -253,10 +220,11 @@ def prepare_json(
         if not (dd / "feature.yaml").is_file():
             raise JsonPrepError(f"{dd}: missing feature.yaml (run stage 1 on the dev set)")
         dcfg = FeatureConfig.from_yaml(dd / "feature.yaml")
-        if {k: v for k, v in dcfg.to_dict().items() if k != "dither"} != {
-            k: v for k, v in fcfg.to_dict().items() if k != "dither"
-        }:
-            raise JsonPrepError(f"{dd}/feature.yaml differs from {data_dir}/feature.yaml")
+        diff = feature_mismatch(dcfg, fcfg, ("dev", "train"))
+        if diff:
+            raise JsonPrepError(
+                f"{dd}/feature.yaml differs from {data_dir}/feature.yaml ({'; '.join(diff)})"
+            )
         sources.append((dd, "dev"))
     train_f, dev_f = load_filters(config)
     filters = {"train": train_f, "dev": dev_f}

@@ -6,7 +6,6 @@ A recognizer is built from an export directory (``model.pt``, ONNX graphs, ``uni
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from e2e_asr.data.features import FeatureConfig, compute_features
+from e2e_asr.data.features import FeatureConfig, compute_features, for_decoding
 from e2e_asr.data.units import Tokenizer, read_units
 from e2e_asr.decode.alignment import TokenTime, token_times
 from e2e_asr.decode.config import DecodeConfig
@@ -52,7 +51,7 @@ class Recognizer:
         self.tokenizer = Tokenizer(units)
         # Decoding is deterministic: Kaldi's default dither of 1.0 (used in training) would
         # make two runs over the same file disagree.
-        self.feature_config = dataclasses.replace(feature_config, dither=0.0)
+        self.feature_config = for_decoding(feature_config)
         self.config = decode_config
         self.subsampling = subsampling
         self.min_frames = MIN_FRAMES.get(subsampling, 2 * subsampling)

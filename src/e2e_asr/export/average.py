@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from e2e_asr.model.checkpoint import CHECKPOINT_RE, CheckpointError, load_checkpoint
+from e2e_asr.model.checkpoint import CheckpointError, load_checkpoint
+from e2e_asr.model.checkpoint import list_checkpoints as scan_checkpoints
 
 # Training state that does not belong in an averaged model; "lora" holds one checkpoint's adapters
 # (its "model" already holds the merged weights, which are what gets averaged).
@@ -29,16 +30,11 @@ class AverageError(ValueError):
 
 
 def list_checkpoints(exp_dir: str | os.PathLike) -> dict[int, Path]:
-    """``checkpoint.N`` files in ``exp_dir`` by epoch."""
-    out: dict[int, Path] = {}
+    """``checkpoint.N`` files in ``exp_dir`` by epoch (``e2e_asr.model.checkpoint``'s scanner)."""
     d = Path(exp_dir)
     if not d.is_dir():
         raise AverageError(f"{d}: no such directory")
-    for p in d.iterdir():
-        m = CHECKPOINT_RE.match(p.name)
-        if m and p.is_file():
-            out[int(m.group(1))] = p
-    return out
+    return dict(scan_checkpoints(d))
 
 
 def select_range(

@@ -12,14 +12,15 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from e2e_asr.data.io import atomic_path, fsync_dir
 from e2e_asr.model.e2e import E2EModel, build_model
 
 CHECKPOINT_RE = re.compile(r"^checkpoint\.(\d+)$")
@@ -30,21 +31,13 @@ class CheckpointError(Exception):
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write `payload` to `path` atomically: temp file in the same dir, fsync, rename."""
+    """Write `payload` to `path` atomically (``e2e_asr.data.io.atomic_path``: temp file in the
+    same dir, fsync, rename), then persist the rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise CheckpointError(f"checkpoint {path}: cannot write it: {e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
     except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
         cause = _os_error(e)
         if cause is None:
             raise
@@ -54,11 +47,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
             f"any earlier {path.name} is unchanged (free space in {path.parent} and re-run)"
         ) from e
     # Persist the rename itself, so a crash right after cannot lose the new file.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
 
 
 def _os_error(exc: BaseException) -> OSError | None:
@@ -121,6 +110,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
+def base_model_info(path: str | os.PathLike) -> tuple[list[str], dict[str, Any] | None]:
+    """Units and the recorded feature config (None if absent) of a base model checkpoint."""
+    payload = load_checkpoint(path)
+    if not isinstance(payload.get("units"), list):
+        raise CheckpointError(f"checkpoint {path}: has no 'units' list")
+    return [str(u) for u in payload["units"]], payload.get("feature_config")
+
+
 def load_model(
     path_or_payload: str | os.PathLike | dict[str, Any],
 ) -> tuple[E2EModel, dict[str, Any]]:
@@ -136,8 +133,16 @@ def load_model(
         model = build_model(config["model_config"], config["criterion_config"])
     except ValueError as e:
         raise CheckpointError(f"{where}: {e}") from e
+    load_weights(model, payload["model"], where)
+    model.eval()
+    return model, payload
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict[str, Any], where: str) -> None:
+    """THE strict state-dict check: every weight present, none left over, shapes equal;
+    otherwise ``CheckpointError`` naming ``where`` and the first offending keys."""
     try:
-        missing, unexpected = model.load_state_dict(payload["model"], strict=False)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as e:  # shape mismatches, e.g. another number of units
         raise CheckpointError(
             f"{where}: weights do not match its model_config: {str(e).splitlines()[-1].strip()}"
@@ -147,21 +152,33 @@ def load_model(
             f"{where}: weights do not match its model_config; "
             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
-    model.eval()
-    return model, payload
 
 
-def latest_checkpoint(exp_dir: str | os.PathLike) -> Path | None:
-    """Highest-numbered `checkpoint.N` in `exp_dir` that loads; None if there is none."""
+def list_checkpoints(exp_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """THE ``checkpoint.N`` scanner: ``(N, path)`` of every regular file named
+    ``checkpoint.<digits>`` in ``exp_dir``, highest N first (none if the dir is missing)."""
+    d = Path(exp_dir)
+    if not d.is_dir():
+        return []
     found = []
-    for p in Path(exp_dir).glob("checkpoint.*"):
+    for p in d.iterdir():
         m = CHECKPOINT_RE.match(p.name)
-        if m:
+        if m and p.is_file():
             found.append((int(m.group(1)), p))
-    for _, p in sorted(found, reverse=True):
+    return sorted(found, reverse=True)
+
+
+def latest_checkpoint(
+    exp_dir: str | os.PathLike, skipped: Callable[[Path, CheckpointError], None] | None = None
+) -> Path | None:
+    """Highest-numbered `checkpoint.N` in `exp_dir` that loads; None if there is none.
+    ``skipped(path, error)`` is told about each newer one that does not load."""
+    for _, p in list_checkpoints(exp_dir):
         try:
             load_checkpoint(p)
-        except CheckpointError:
+        except CheckpointError as e:
+            if skipped is not None:
+                skipped(p, e)
             continue
         return p
     return None
