@@ -8,38 +8,27 @@ columns: models) and writes EXP_DIR/RESULTS.md and EXP_DIR/results.json =
 When decodes measured a hotword/phrase list (decode.py --hotwords/--phrases), a second table
 gives the phrase recall, and results.json gains
 "phrase_recall": {"<set>": {"<model>": {"recall": percent, "false_alarms": n, ...}}}.
+results.json also records "n_utts": {"<set>": n} and "measured": {"date_utc", "cpus",
+"machine", "python"} (when and where the figures were measured).
+``--markdown RESULTS_JSON`` prints the tables of a results.json written earlier: README's demo
+figures are pasted from that output, never typed in (tests/test_demo_results.py checks it).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import platform
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-# Known models first, in pipeline order; anything else follows alphabetically.
-MODEL_ORDER = ("base", "finetuned", "finetuned_hotwords", "onnx_fp32", "onnx_int8")
+from e2e_asr.data.io import atomic_write_text
+from e2e_asr.decode import report
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _order(models: set[str]) -> list[str]:
-    known = [m for m in MODEL_ORDER if m in models]
-    return known + sorted(models - set(MODEL_ORDER))
+_order = report.order_models
 
 
 def collect_phrase_recall(decode_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -86,19 +75,11 @@ def render_recall(recall: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 def collect_results(decode_dir: Path) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
     """({set: {model: cer}}, {set: n_utts}) from DECODE_DIR/<set>/<model>/result.json."""
-    cer: dict[str, dict[str, float]] = {}
-    n_utts: dict[str, int] = {}
-    for path in sorted(decode_dir.glob("*/*/result.json")):
-        model, set_name = path.parent.name, path.parent.parent.name
-        try:
-            result = json.loads(path.read_text(encoding="utf-8"))
-            value = float(result["cer"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SystemExit(f"make_results: cannot read a CER from {path}: {exc}") from exc
-        cer.setdefault(set_name, {})[model] = value
-        if "n_utts" in result and result["n_utts"] is not None:
-            n_utts[set_name] = int(result["n_utts"])
-    return cer, n_utts
+    dirs = [p.parent for p in sorted(decode_dir.glob("*/*/result.json"))]
+    try:
+        return report.collect_results(dirs)
+    except ValueError as exc:
+        raise SystemExit(f"make_results: {exc}") from exc
 
 
 def read_stage_seconds(path: Path | None) -> dict[str, float]:
@@ -123,26 +104,61 @@ def _fmt_seconds(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
+def measured_on() -> dict[str, Any]:
+    """When and where the figures were measured (recorded in results.json)."""
+    return {
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def measured_line(measured: dict[str, Any]) -> str:
+    return (
+        f"Measured {measured.get('date_utc', '?')} UTC by `run.sh` stage 6 "
+        f"(steps/make_results.py) on {measured.get('cpus', '?')} CPUs "
+        f"({measured.get('machine', '?')}, Python {measured.get('python', '?')})."
+    )
+
+
 def render_markdown(
-    cer: dict[str, dict[str, float]], n_utts: dict[str, int], stage_seconds: dict[str, float]
+    cer: dict[str, dict[str, float]],
+    n_utts: dict[str, int],
+    stage_seconds: dict[str, float],
+    measured: dict[str, Any] | None = None,
+    recall: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> str:
-    models = _order({m for row in cer.values() for m in row})
     lines = ["## CER (%)", ""]
-    if cer:
-        lines.append("| set | " + " | ".join(models) + " |")
-        lines.append("|---|" + "---:|" * len(models))
-        for set_name in sorted(cer):
-            label = f"{set_name} ({n_utts[set_name]} utts)" if set_name in n_utts else set_name
-            cells = [f"{cer[set_name][m]:.2f}" if m in cer[set_name] else "-" for m in models]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    else:
-        lines.append("(no decode results found)")
+    lines.append(report.cer_table(cer, n_utts) if cer else "(no decode results found)")
+    markdown = "\n".join(lines) + "\n"
+    if recall:
+        markdown += render_recall(recall)
+    lines = []
     if stage_seconds:
         lines += ["", "## Wall time per stage", "", "| stage | time |", "|---|---:|"]
         for stage, secs in stage_seconds.items():
             lines.append(f"| {stage} | {_fmt_seconds(secs)} |")
         lines.append(f"| total | {_fmt_seconds(sum(stage_seconds.values()))} |")
-    return "\n".join(lines) + "\n"
+    if measured:
+        lines += ["", measured_line(measured)]
+    return markdown + "".join(line + "\n" for line in lines)
+
+
+def render_results_json(path: Path) -> str:
+    """The markdown of a results.json written earlier (README/docs figures come from here)."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+        cer = results["cer"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"make_results: cannot read {path}: {exc}") from exc
+    return render_markdown(
+        cer,
+        results.get("n_utts", {}),
+        results.get("stage_seconds", {}),
+        results.get("measured"),
+        results.get("phrase_recall"),
+    )
 
 
 def make_results(
@@ -155,22 +171,34 @@ def make_results(
     if not cer:
         raise SystemExit(f"make_results: no <set>/<model>/result.json under {decode_dir}")
     stage_seconds = read_stage_seconds(stage_seconds_path)
-    results: dict[str, Any] = {"cer": cer, "stage_seconds": stage_seconds}
-    markdown = render_markdown(cer, n_utts, stage_seconds)
+    measured = measured_on()
+    results: dict[str, Any] = {
+        "cer": cer,
+        "n_utts": n_utts,
+        "stage_seconds": stage_seconds,
+        "measured": measured,
+    }
     recall = collect_phrase_recall(decode_dir)
     if recall:
         results["phrase_recall"] = recall
-        head, sep, tail = markdown.partition("\n## Wall time")
-        markdown = head + render_recall(recall) + sep + tail
-    _atomic_write(exp_dir / "results.json", json.dumps(results, indent=2, sort_keys=True) + "\n")
-    _atomic_write(exp_dir / "RESULTS.md", f"# Results: {exp_dir}\n\n" + markdown)
+    markdown = render_markdown(cer, n_utts, stage_seconds, measured, recall)
+    atomic_write_text(
+        exp_dir / "results.json", json.dumps(results, indent=2, sort_keys=True) + "\n"
+    )
+    atomic_write_text(exp_dir / "RESULTS.md", f"# Results: {exp_dir}\n\n" + markdown)
     print(markdown, end="")
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--exp-dir", required=True, type=Path, help="writes RESULTS.md, results.json")
+    p.add_argument("--exp-dir", type=Path, help="writes RESULTS.md, results.json")
+    p.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="only print the markdown of a results.json written earlier (README's demo table)",
+    )
     p.add_argument("--decode-dir", type=Path, help="default: EXP_DIR/decode")
     p.add_argument(
         "--stage-seconds",
@@ -178,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         help="'<stage>\\t<seconds>' lines (run.sh writes EXP_DIR/stage_seconds.tsv)",
     )
     args = p.parse_args(argv)
+    if args.markdown:
+        print(render_results_json(args.markdown), end="")
+        return 0
+    if args.exp_dir is None:
+        p.error("give --exp-dir (or --markdown RESULTS_JSON)")
     make_results(args.exp_dir, args.decode_dir or args.exp_dir / "decode", args.stage_seconds)
     return 0
 

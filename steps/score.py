@@ -8,6 +8,9 @@ score.py --ref TEXT --hyp TEXT [--out-dir DIR]
     and result.json.
 score.py --table DIR1 DIR2 ...
     markdown table of CER, rows = sets, columns = models, from DIR*/result.json.
+score.py --agree DIR_A DIR_B [--min-agree PERCENT]
+    share of utterances whose hyp.txt lines are identical; exits 1 (printing the numbers)
+    when it is below PERCENT (default 99).
 """
 
 from __future__ import annotations
@@ -23,10 +26,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", help="write hyp.txt, per_utt.txt, result.json here")
     p.add_argument("--table", nargs="+", metavar="DIR", help="decode dirs with result.json")
     p.add_argument("--agree", nargs=2, metavar="DIR", help="compare two decode dirs' hyp.txt")
+    p.add_argument(
+        "--min-agree",
+        type=float,
+        default=None,
+        metavar="PERCENT",
+        help="with --agree: fail below this share of identical hypotheses (default 99)",
+    )
     a = p.parse_args(argv)
 
     from e2e_asr.data.datadir import DataDirError
-    from e2e_asr.decode.report import agreement, read_text, summary_table, write_results
+    from e2e_asr.decode.report import (
+        AGREE_MIN_PERCENT,
+        check_agreement,
+        read_text,
+        summary_table,
+        write_results,
+    )
     from e2e_asr.decode.scoring import score_corpus
 
     if a.agree:
@@ -35,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         except (DataDirError, OSError) as e:
             print(f"score: error: {e}", file=sys.stderr)
             return 1
-        same, n = agreement(ha, hb)
-        print(f"identical hypotheses: {same}/{n} ({100.0 * same / max(n, 1):.2f}%)")
-        return 0
+        threshold = AGREE_MIN_PERCENT if a.min_agree is None else a.min_agree
+        ok, line = check_agreement(ha, hb, threshold)
+        print(f"{a.agree[0]} vs {a.agree[1]}: {line}", file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
 
     if a.table:
         if a.ref or a.hyp:

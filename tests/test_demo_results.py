@@ -68,8 +68,9 @@ def test_missing_model_and_no_stage_file(tmp_path: Path) -> None:
     _result(decode, "test", "base", 40.0)
     _result(decode, "test", "finetuned", 30.0)
     results = make_results.make_results(tmp_path, decode, tmp_path / "absent.tsv")
-    assert results == {"cer": {"dev": {"base": 50.0}, "test": {"base": 40.0, "finetuned": 30.0}},
-                       "stage_seconds": {}}  # fmt: skip
+    assert results["cer"] == {"dev": {"base": 50.0}, "test": {"base": 40.0, "finetuned": 30.0}}
+    assert results["stage_seconds"] == {} and results["n_utts"] == {"dev": 20, "test": 20}
+    assert set(results["measured"]) == {"date_utc", "cpus", "machine", "python"}
     md = (tmp_path / "RESULTS.md").read_text()
     assert "| dev (20 utts) | 50.00 | - |" in md
     assert "Wall time" not in md
@@ -116,3 +117,26 @@ def test_phrase_recall_table_when_a_list_was_measured(exp: Path) -> None:
     assert "| target_test | 50.0 (20/40, fa 2) | 75.0* (30/40, fa 2) |" in md
     # the CER table lists the hotword decode next to the plain one
     assert "| set | base | finetuned | finetuned_hotwords | onnx_fp32 | onnx_int8 |" in md
+
+
+def test_markdown_is_rendered_from_results_json(exp: Path) -> None:
+    """README's demo table is this output: the same table as RESULTS.md, read back from the
+    results.json the run wrote, with when and where it was measured."""
+    make_results.make_results(exp, exp / "decode", exp / "stage_seconds.tsv")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--markdown", str(exp / "results.json")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    md = (exp / "RESULTS.md").read_text()
+    assert proc.stdout in md and "| target_test (30 utts) | 80.25 | 20.50 | 20.50 | 21.00 |" in md
+    when = json.loads((exp / "results.json").read_text())["measured"]["date_utc"]
+    assert f"Measured {when} UTC" in proc.stdout
+    assert oct((exp / "results.json").stat().st_mode & 0o777) == oct(0o644 & ~_umask())
+
+
+def _umask() -> int:
+    import os
+
+    old = os.umask(0)
+    os.umask(old)
+    return old

@@ -37,30 +37,59 @@ def write_results(
     return score
 
 
-def summary_table(dirs: list[str | os.PathLike]) -> str:
-    """Markdown table of CER over models x sets from ``result.json`` files.
+# Known models first, in pipeline order; anything else follows alphabetically.
+MODEL_ORDER = ("base", "finetuned", "finetuned_hotwords", "onnx_fp32", "onnx_int8")
 
-    A directory ``.../<set>/<model>`` gives row <set>, column <model>, unless its result.json
-    names them (``set``, ``model`` keys written by steps/decode.py).
-    """
-    cells: dict[str, dict[str, str]] = {}
-    models: list[str] = []
+
+def order_models(models: set[str]) -> list[str]:
+    known = [m for m in MODEL_ORDER if m in models]
+    return known + sorted(models - set(MODEL_ORDER))
+
+
+def cer_table(cer: dict[str, dict[str, float]], n_utts: dict[str, int] | None = None) -> str:
+    """THE CER table (markdown): rows = sets (sorted, ``set (N utts)`` when known), columns =
+    models (``MODEL_ORDER`` first), cells = CER in % with two decimals, ``-`` where missing."""
+    n_utts = n_utts or {}
+    models = order_models({m for row in cer.values() for m in row})
+    lines = ["| set | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
+    for set_name in sorted(cer):
+        label = f"{set_name} ({n_utts[set_name]} utts)" if set_name in n_utts else set_name
+        cells = [f"{cer[set_name][m]:.2f}" if m in cer[set_name] else "-" for m in models]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def read_result(decode_dir: str | os.PathLike) -> dict[str, Any]:
+    """``result.json`` of one decode dir; a missing or unreadable CER raises ValueError."""
+    p = Path(decode_dir) / "result.json"
+    try:
+        r = json.loads(p.read_text(encoding="utf-8"))
+        r["cer"] = float(r["cer"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{p}: cannot read a CER ({e})") from None
+    return r
+
+
+def collect_results(
+    dirs: list[str | os.PathLike],
+) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """``({set: {model: cer}}, {set: n_utts})`` from decode dirs ``.../<set>/<model>`` (or the
+    ``set``/``model`` keys their result.json records)."""
+    cer: dict[str, dict[str, float]] = {}
+    n_utts: dict[str, int] = {}
     for d in dirs:
-        p = Path(d) / "result.json"
-        try:
-            r = json.loads(p.read_text(encoding="utf-8"))
-            cer = float(r["cer"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{p}: cannot read a CER ({e})") from None
+        r = read_result(d)
         set_name = r.get("set") or Path(d).resolve().parent.name
         model = r.get("model") or Path(d).resolve().name
-        if model not in models:
-            models.append(model)
-        cells.setdefault(set_name, {})[model] = f"{cer:.2f}"
-    lines = ["| set | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
-    for s in cells:
-        lines.append(f"| {s} | " + " | ".join(cells[s].get(m, "-") for m in models) + " |")
-    return "\n".join(lines)
+        cer.setdefault(set_name, {})[model] = r["cer"]
+        if r.get("n_utts") is not None:
+            n_utts[set_name] = int(r["n_utts"])
+    return cer, n_utts
+
+
+def summary_table(dirs: list[str | os.PathLike]) -> str:
+    """The CER table (``cer_table``) of the given decode dirs."""
+    return cer_table(*collect_results(dirs))
 
 
 def agreement(hyps_a: dict[str, str], hyps_b: dict[str, str]) -> tuple[int, int]:
@@ -69,3 +98,19 @@ def agreement(hyps_a: dict[str, str], hyps_b: dict[str, str]) -> tuple[int, int]
     keys = set(hyps_a) | set(hyps_b)
     same = sum(1 for k in keys if k in hyps_a and k in hyps_b and hyps_a[k] == hyps_b[k])
     return same, len(keys)
+
+
+AGREE_MIN_PERCENT = 99.0  # run.sh stage 6: ONNX must give PyTorch's hypothesis this often
+
+
+def check_agreement(
+    hyps_a: dict[str, str], hyps_b: dict[str, str], min_percent: float = AGREE_MIN_PERCENT
+) -> tuple[bool, str]:
+    """(holds, one line with the numbers): identical hypotheses on >= ``min_percent`` %."""
+    same, n = agreement(hyps_a, hyps_b)
+    pct = 100.0 * same / n if n else 0.0
+    ok = n > 0 and pct >= min_percent
+    verdict = "ok" if ok else "FAILED"
+    return ok, (
+        f"identical hypotheses: {same}/{n} ({pct:.2f}%); required >= {min_percent:g}%: {verdict}"
+    )
