@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from e2e_asr.data.audio import AUDIO_EXTENSIONS
-from e2e_asr.data.datadir import Segment, iter_lines
+from e2e_asr.data.datadir import Segment, iter_lines, split_kv
 from e2e_asr.data.keystore import CHUNK, KeyStore
 
 _WS_RE = re.compile(r"\s+")
@@ -77,11 +77,6 @@ def path_key(path: Path, root: Path) -> str:
     except ValueError:
         return sanitize_key(path.stem)
     return sanitize_key("-".join(rel.with_suffix("").parts))
-
-
-def _split_line(raw: bytes, sep: bytes | None) -> tuple[bytes, bytes]:
-    parts = raw.strip().split(sep, 1)
-    return parts[0].strip(), (parts[1].strip() if len(parts) > 1 else b"")
 
 
 def _is_ppasr_line(raw: bytes) -> bool:
@@ -185,11 +180,11 @@ def from_wav_dir(
     def line_rows() -> Iterator[tuple]:
         for lineno, raw in iter_lines(tpath):
             if not ppasr:
-                k, t = _split_line(raw, None)
+                k, t = split_kv(raw, None)
                 yield _decode_key(k), lineno, _utf8(t), None
                 continue
             if b"\t" not in raw:
-                k, _ = _split_line(raw, None)
+                k, _ = split_kv(raw, None)
                 bad.append(
                     Reject(
                         f"{_decode_key(k)}@line{lineno}",
@@ -198,7 +193,7 @@ def from_wav_dir(
                     )
                 )
                 continue
-            k, t = _split_line(raw, b"\t")
+            k, t = split_kv(raw, b"\t")
             rel = k.decode("utf-8", "replace")
             p = Path(rel) if os.path.isabs(rel) else wav_root / rel
             yield path_key(p, wav_root), lineno, _utf8(t), str(p)
@@ -261,7 +256,7 @@ def _chunks(rows: Iterator[tuple], store: KeyStore, table: str, size: int = CHUN
 def _table_rows(path: Path, parse=None) -> Iterator[tuple]:
     """``(key, lineno, value or None if not UTF-8, parsed or None)`` for a Kaldi table."""
     for lineno, raw in iter_lines(path):
-        k, v = _split_line(raw, None)
+        k, v = split_kv(raw, None)
         value = _utf8(v)
         yield _decode_key(k), lineno, value, (parse(value) if parse and value is not None else None)
 

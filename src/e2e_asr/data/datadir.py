@@ -43,17 +43,48 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
                 yield lineno, raw
 
 
+def split_kv(raw: bytes, sep: bytes | None = None) -> tuple[bytes, bytes]:
+    """THE Kaldi table line rule: key up to the first ``sep`` (default: ASCII white space),
+    value the rest, both stripped; ``b""`` when there is no value."""
+    parts = raw.strip().split(sep, 1)
+    return parts[0].strip(), (parts[1].strip() if len(parts) > 1 else b"")
+
+
 def iter_kv(path: str | os.PathLike, allow_empty_value: bool = False) -> Iterator[tuple[str, str]]:
     """``key value…`` lines of a UTF-8 Kaldi table; raises DataDirError naming file:line."""
     for lineno, raw in iter_lines(path):
+        key, value = split_kv(raw)
         try:
-            line = raw.decode("utf-8")
+            k, v = key.decode("utf-8"), value.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DataDirError(f"{path}:{lineno}: not UTF-8 ({exc.reason})") from exc
-        parts = line.strip().split(maxsplit=1)
-        if len(parts) == 1 and not allow_empty_value:
-            raise DataDirError(f"{path}:{lineno}: expected '<key> <value>', got {line!r}")
-        yield parts[0], parts[1] if len(parts) > 1 else ""
+        if not value and not allow_empty_value:
+            raise DataDirError(
+                f"{path}:{lineno}: expected '<key> <value>', got {raw.decode('utf-8')!r}"
+            )
+        yield k, v
+
+
+class SortedLookup:
+    """Look up keys, in increasing order, in a sorted Kaldi table read as a stream (flat
+    memory: one line at a time). A missing file finds nothing; an unsorted one is an error."""
+
+    def __init__(self, path: str | os.PathLike, allow_empty_value: bool = False) -> None:
+        self.path = Path(path)
+        self._it = iter_kv(self.path, allow_empty_value) if self.path.is_file() else iter(())
+        self._cur: tuple[str, str] | None = next(self._it, None)
+
+    def get(self, key: str) -> str | None:
+        while self._cur is not None and self._cur[0] < key:
+            prev = self._cur[0]
+            self._cur = next(self._it, None)
+            if self._cur is not None and self._cur[0] < prev:
+                raise DataDirError(
+                    f"{self.path}: not sorted (at {self._cur[0]!r}); sort it (LC_ALL=C)"
+                )
+        if self._cur is not None and self._cur[0] == key:
+            return self._cur[1]
+        return None
 
 
 def read_kv(path: str | os.PathLike, allow_empty_value: bool = False) -> dict[str, str]:

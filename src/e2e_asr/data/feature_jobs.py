@@ -12,6 +12,7 @@ Run a job: ``python -m e2e_asr.data.feature_jobs --data-dir D --job J``.
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import os
 import shlex
@@ -105,14 +106,10 @@ def is_job_done(paths: JobPaths) -> bool:
     """The scp is written last; also check its ark really holds the last offset it names."""
     if not (paths.scp.is_file() and paths.num_frames.is_file() and paths.ark.is_file()):
         return False
-    last = None
-    with open(paths.scp, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                last = line
-    if last is None:
+    tail = collections.deque(iter_kv(paths.scp), maxlen=1)
+    if not tail:
         return True
-    offset = int(last.rsplit(":", 1)[1])
+    offset = int(tail[0][1].rsplit(":", 1)[1])
     return paths.ark.stat().st_size > offset
 
 
@@ -217,10 +214,8 @@ def merge_jobs(data_dir: Path, cfg: FeatureConfig, nj: int) -> tuple[int, int]:
     def lines(kind: str) -> Iterator[str]:
         for j in range(1, nj + 1):
             p = job_paths(data_dir, cfg, j)
-            with open(p.scp if kind == "scp" else p.num_frames, encoding="utf-8") as fh:
-                for line in fh:
-                    if line.strip():
-                        yield line.rstrip("\n")
+            for key, value in iter_kv(p.scp if kind == "scp" else p.num_frames):
+                yield f"{key} {value}"
 
     frames = 0
     n = 0
