@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,33 +43,74 @@ def olen(info: dict[str, Any]) -> int:
     return int(info["output"][0]["shape"][0])
 
 
+@dataclass(frozen=True)
+class LengthFilter:
+    """THE length filter, the seed's ``clean_data`` (stage 2 and training share it): ilen =
+    input frames, olen = output units. An utterance without output units is always dropped;
+    with ``enabled`` (``clean_data: true``) also those outside ``ilen_min..ilen_max`` frames,
+    longer than ``olen_max`` units or (``subsample`` > 1) with fewer subsampled frames than
+    units, which CTC cannot align."""
+
+    enabled: bool = True
+    ilen_min: int = 17
+    ilen_max: int = 2000
+    olen_max: int = 100
+
+    REASONS = {
+        "empty_output": "no output units",
+        "ilen_min": "ilen < ilen_min {ilen_min}",
+        "ilen_max": "ilen > ilen_max {ilen_max}",
+        "olen_max": "olen > olen_max {olen_max}",
+        "ctc_too_short": "subsampled ilen < olen",
+    }
+
+    @classmethod
+    def from_jconfig(cls, j: dict[str, Any] | None) -> LengthFilter:
+        if not j:
+            return cls()
+        return cls(
+            enabled=bool(j.get("clean_data", True)),
+            ilen_min=int(j.get("ilen_min", cls.ilen_min)),
+            ilen_max=int(j.get("ilen_max", cls.ilen_max)),
+            olen_max=int(j.get("olen_max", cls.olen_max)),
+        )
+
+    def check(self, ilen: int, olen: int, subsample: int = 1) -> str | None:
+        """None to keep, else the reason's code (a key of ``REASONS``)."""
+        if olen == 0:
+            return "empty_output"
+        if not self.enabled:
+            return None
+        if ilen < self.ilen_min:
+            return "ilen_min"
+        if ilen > self.ilen_max:
+            return "ilen_max"
+        if olen > self.olen_max:
+            return "olen_max"
+        if subsample > 1 and ilen // subsample < olen:
+            return "ctc_too_short"
+        return None
+
+    def reason(self, ilen: int, olen: int, subsample: int = 1) -> str | None:
+        """None to keep, else the reason in words (``ilen < ilen_min 17``)."""
+        code = self.check(ilen, olen, subsample)
+        return None if code is None else self.REASONS[code].format(**vars(self))
+
+
 def clean_data(
     utts: Utts, jconfig: dict[str, Any], subsample: int = 1, name: str = "data"
 ) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
-    """Drop utterances outside ``ilen_min..ilen_max`` frames or longer than ``olen_max``
-    tokens, and (with ``subsample`` > 1) those whose subsampled length is shorter than their
-    token count, which CTC cannot align. Returns the kept utterances and counts per reason.
-
-    Nothing is dropped when ``clean_data`` is false; the counts say what was dropped and why.
-    """
-    counts = {"ilen_min": 0, "ilen_max": 0, "olen_max": 0, "ctc_too_short": 0, "empty_output": 0}
-    if not jconfig.get("clean_data", True):
-        return dict(utts), counts
+    """``LengthFilter.from_jconfig(jconfig)`` over json entries; returns the kept utterances
+    and counts per reason code, and logs what was dropped and why."""
+    filt = LengthFilter.from_jconfig(jconfig)
+    counts = dict.fromkeys(LengthFilter.REASONS, 0)
     kept: dict[str, dict[str, Any]] = {}
     for key, info in utts.items():
-        n_in, n_out = ilen(info), olen(info)
-        if n_in < jconfig["ilen_min"]:
-            counts["ilen_min"] += 1
-        elif n_in > jconfig["ilen_max"]:
-            counts["ilen_max"] += 1
-        elif n_out > jconfig["olen_max"]:
-            counts["olen_max"] += 1
-        elif n_out == 0:
-            counts["empty_output"] += 1
-        elif subsample > 1 and n_in // subsample < n_out:
-            counts["ctc_too_short"] += 1
-        else:
+        code = filt.check(ilen(info), olen(info), subsample)
+        if code is None:
             kept[key] = info
+        else:
+            counts[code] += 1
     dropped = sum(counts.values())
     if dropped:
         detail = ", ".join(f"{k}: {v}" for k, v in counts.items() if v)

@@ -49,6 +49,9 @@ def write_cmvn(path: str | os.PathLike, stats: np.ndarray) -> None:
 def stats_to_mean_istd(
     stats: np.ndarray, var_floor: float = 1e-20
 ) -> tuple[np.ndarray, np.ndarray]:
+    """THE CMVN formula (Kaldi/ESPnet/WeNet): stats ``[2, D+1]`` (sums, sums of squares,
+    frame count last) -> float32 (mean, 1 / sqrt(max(var, var_floor)))."""
+    stats = np.asarray(stats, dtype=np.float64)
     count = stats[0, -1]
     mean = stats[0, :-1] / count
     var = np.maximum(stats[1, :-1] / count - np.square(mean), var_floor)

@@ -16,8 +16,9 @@ from pathlib import Path
 import kaldiio
 import yaml
 
+from e2e_asr.data.batching import LengthFilter
 from e2e_asr.data.cmvn import CmvnStats, write_cmvn
-from e2e_asr.data.datadir import iter_kv
+from e2e_asr.data.datadir import SortedLookup, iter_kv
 from e2e_asr.data.espnet_json import JsonWriter, make_entry
 from e2e_asr.data.features import FeatureConfig, FeatureError, feature_mismatch
 from e2e_asr.data.io import atomic_write_bytes, atomic_write_lines
@@ -27,40 +28,6 @@ from e2e_asr.data.units import Tokenizer, extend_units, write_units
 
 class JsonPrepError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class LengthFilter:
-    """The seed's ``clean_data``: ilen = input frames, olen = output units."""
-
-    enabled: bool = True
-    ilen_min: int = 17
-    ilen_max: int = 2000
-    olen_max: int = 100
-
-    @classmethod
-    def from_jconfig(cls, j: dict | None) -> LengthFilter:
-        if not j:
-            return cls()
-        return cls(
-            enabled=bool(j.get("clean_data", True)),
-            ilen_min=int(j.get("ilen_min", cls.ilen_min)),
-            ilen_max=int(j.get("ilen_max", cls.ilen_max)),
-            olen_max=int(j.get("olen_max", cls.olen_max)),
-        )
-
-    def reason(self, ilen: int, olen: int) -> str | None:
-        if olen == 0:
-            return "no output units"
-        if not self.enabled:
-            return None
-        if ilen < self.ilen_min:
-            return f"ilen < ilen_min {self.ilen_min}"
-        if ilen > self.ilen_max:
-            return f"ilen > ilen_max {self.ilen_max}"
-        if olen > self.olen_max:
-            return f"olen > olen_max {self.olen_max}"
-        return None
 
 
 def load_filters(config: str | os.PathLike | None) -> tuple[LengthFilter, LengthFilter]:
@@ -92,27 +59,6 @@ def check_feature_match(data_cfg: FeatureConfig, model_cfg: dict | None, where: 
         )
 
 
-class _SortedLookup:
-    """Look up keys, in increasing order, in a sorted Kaldi table read as a stream."""
-
-    def __init__(self, path: Path, allow_empty: bool = False) -> None:
-        self.path = path
-        self._it = iter_kv(path, allow_empty) if path.is_file() else iter(())
-        self._cur: tuple[str, str] | None = next(self._it, None)
-
-    def get(self, key: str) -> str | None:
-        while self._cur is not None and self._cur[0] < key:
-            prev = self._cur[0]
-            self._cur = next(self._it, None)
-            if self._cur is not None and self._cur[0] < prev:
-                raise JsonPrepError(
-                    f"{self.path}: not sorted (at {self._cur[0]!r}); sort it (LC_ALL=C)"
-                )
-        if self._cur is not None and self._cur[0] == key:
-            return self._cur[1]
-        return None
-
-
 @dataclass
 class Utt:
     utt: str
@@ -127,9 +73,9 @@ def iter_data(data_dir: Path) -> Iterator[Utt | tuple[str, str]]:
     for name in ("feats.scp", "utt2num_frames", "text"):
         if not (data_dir / name).is_file():
             raise JsonPrepError(f"{data_dir}: missing {name} (run stages 0 and 1)")
-    frames = _SortedLookup(data_dir / "utt2num_frames")
-    texts = _SortedLookup(data_dir / "text", allow_empty=True)
-    spks = _SortedLookup(data_dir / "utt2spk")
+    frames = SortedLookup(data_dir / "utt2num_frames")
+    texts = SortedLookup(data_dir / "text", allow_empty_value=True)
+    spks = SortedLookup(data_dir / "utt2spk")
     prev = ""
     for utt, feat in iter_kv(data_dir / "feats.scp"):
         if utt < prev:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from e2e_asr.data.cmvn import stats_to_mean_istd
 from e2e_asr.data.io import atomic_write_lines
 from e2e_asr.data.units import UnitsError, check_units
 from e2e_asr.model.e2e import E2EModel, build_model
@@ -222,12 +223,10 @@ def stats_to_cmvn(
     """(mean, istd) from accumulated sums, as Kaldi/ESPnet/WeNet compute them (var floor 1e-20)."""
     if count <= 0:
         raise BaseModelImportError(f"{where}: CMVN frame count is {count}")
-    mean = np.asarray(mean_stat, dtype=np.float64) / count
-    var = np.maximum(np.asarray(var_stat, dtype=np.float64) / count - mean * mean, 1e-20)
-    return (
-        torch.from_numpy(mean.astype(np.float32)),
-        torch.from_numpy((1.0 / np.sqrt(var)).astype(np.float32)),
-    )
+    stats = np.zeros((2, len(mean_stat) + 1))
+    stats[0, :-1], stats[1, :-1], stats[0, -1] = mean_stat, var_stat, count
+    mean, istd = stats_to_mean_istd(stats)
+    return torch.from_numpy(mean), torch.from_numpy(istd)
 
 
 def global_cmvn(
