@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from e2e_asr.data.audio import AUDIO_EXTENSIONS, load_audio, to_mono_rate
 from e2e_asr.data.datadir import DataDirWriter, Segment, Utterance, iter_data_dir
 from e2e_asr.data.io import atomic_open, atomic_write_bytes
 from e2e_asr.data.keystore import KeyStore
+from e2e_asr.data.schema import Fail, parse_section
 
 
 @dataclass
@@ -89,33 +90,18 @@ class AugmentConfig:
     shift: ShiftConfig = field(default_factory=ShiftConfig)
     resample: ResampleConfig = field(default_factory=ResampleConfig)
 
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "augment config") -> AugmentConfig:
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        if set(d) - known:
-            raise ValueError(f"{where}: unknown key(s) {sorted(set(d) - known)}")
-        kwargs = {}
-        for name, value in d.items():
-            if name in _SECTIONS:
-                sec = _SECTIONS[name]
-                sknown = {f.name for f in fields(sec)}
-                value = dict(value or {})
-                if set(value) - sknown:
-                    raise ValueError(
-                        f"{where}: {name}: unknown key(s) {sorted(set(value) - sknown)}"
-                    )
-                kwargs[name] = sec(**value)
-            else:
-                kwargs[name] = value
-        cfg = cls(**kwargs)
-        if any(f <= 0 or f == 1.0 for f in cfg.speed.factors):
-            raise ValueError(f"{where}: speed.factors must be positive and not 1.0 (the original)")
+    def check(self, fail: Fail) -> None:
+        if any(f <= 0 or f == 1.0 for f in self.speed.factors):
+            fail("speed.factors", "must be positive and not 1.0 (the original)")
         for name in _SECTIONS:
-            p = getattr(cfg, name).prob
+            p = getattr(self, name).prob
             if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{where}: {name}.prob must be in [0, 1], got {p}")
-        return cfg
+                fail(f"{name}.prob", f"must be in [0, 1], got {p}")
+
+    @classmethod
+    def from_dict(cls, d: dict | None, where: str = "augment config") -> AugmentConfig:
+        """Read and check an augmentation config (``parse_section``); errors name the key."""
+        return parse_section(cls, d, "", where)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> AugmentConfig:

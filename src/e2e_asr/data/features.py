@@ -10,18 +10,20 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import yaml
+
+from e2e_asr.data.schema import Fail, SchemaError, parse_section
 
 FEATURE_TYPES = ("fbank", "mfcc_hires")
 INT16_SCALE = 32768.0
 
 
-class FeatureError(ValueError):
+class FeatureError(SchemaError):
     pass
 
 
@@ -50,10 +52,16 @@ class FeatureConfig:
     cepstral_lifter: float = 22.0  # mfcc only
 
     def __post_init__(self) -> None:
+        def fail(key: str, message: str) -> NoReturn:
+            raise FeatureError(f"feature config: {key} {message}")
+
+        self.check(fail)
+
+    def check(self, fail: Fail) -> None:
         if self.type not in FEATURE_TYPES:
-            raise FeatureError(f"feature type must be one of {FEATURE_TYPES}, got {self.type!r}")
+            fail("type", f"must be one of {FEATURE_TYPES}, got {self.type!r}")
         if self.type == "mfcc_hires" and not 0 < self.num_ceps <= self.num_mel_bins:
-            raise FeatureError("mfcc_hires needs 0 < num_ceps <= num_mel_bins")
+            fail("num_ceps", "mfcc_hires needs 0 < num_ceps <= num_mel_bins")
 
     @property
     def dim(self) -> int:
@@ -70,13 +78,13 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "feature config") -> FeatureConfig:
+        """Read and check a feature config (``parse_section``); ``dim``, as written by
+        ``to_dict``, must agree with the options. ``FeatureError`` names ``where`` and key."""
+        if not isinstance(d, dict):
+            raise FeatureError(f"{where}: expected a mapping of feature options")
         d = dict(d)
         dim = d.pop("dim", None)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise FeatureError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-        cfg = cls(**d)
+        cfg = parse_section(cls, d, "", where, error=FeatureError)
         if dim is not None and int(dim) != cfg.dim:
             raise FeatureError(f"{where}: dim {dim} does not match the options (gives {cfg.dim})")
         return cfg

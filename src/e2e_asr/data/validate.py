@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import yaml
 
 from e2e_asr.data.adapters import Candidate, Reject
 from e2e_asr.data.audio import AudioError, AudioInfo, conversion_command, probe_audio
 from e2e_asr.data.datadir import Utterance
+from e2e_asr.data.schema import Fail, parse_section
 from e2e_asr.data.text import normalize
 
 
@@ -19,7 +21,7 @@ from e2e_asr.data.text import normalize
 class TextConfig:
     fullwidth_to_halfwidth: bool = True
     remove_punct: bool = True
-    case: str = "upper"  # upper | lower | keep (latin letters)
+    case: Literal["upper", "lower", "keep"] = "upper"  # latin letters
 
 
 @dataclass
@@ -31,21 +33,14 @@ class DataConfig:
     max_duration: float = 20.0
     text: TextConfig = field(default_factory=TextConfig)
 
+    def check(self, fail: Fail) -> None:
+        if self.min_duration < 0 or self.max_duration <= self.min_duration:
+            fail("min_duration", "and max_duration: need 0 <= min_duration < max_duration")
+
     @classmethod
-    def from_dict(cls, d: dict, where: str = "data config") -> DataConfig:
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-        text = d.pop("text", None) or {}
-        tknown = {f.name for f in fields(TextConfig)}
-        if set(text) - tknown:
-            raise ValueError(f"{where}: unknown text key(s) {sorted(set(text) - tknown)}")
-        cfg = cls(**d, text=TextConfig(**text))
-        if cfg.min_duration < 0 or cfg.max_duration <= cfg.min_duration:
-            raise ValueError(f"{where}: need 0 <= min_duration < max_duration")
-        return cfg
+    def from_dict(cls, d: dict | None, where: str = "data config") -> DataConfig:
+        """Read and check ``conf/data.yaml`` (``parse_section``); errors name where and key."""
+        return parse_section(cls, d, "", where)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike | None) -> DataConfig:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
+from e2e_asr.data.schema import Fail, SchemaError, parse_section
+
 MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring")
+# ESPnet spellings of the same options
+_ALIASES = {"beam_size": "beam", "beam-size": "beam", "ctc-weight": "ctc_weight"}
 
 
-class DecodeConfigError(ValueError):
+class DecodeConfigError(SchemaError):
     """A bad decoding option; the message names the source."""
 
 
@@ -34,56 +38,42 @@ class DecodeConfig:
     char_num: int | None = None
 
     def __post_init__(self) -> None:
-        self.validate("decode config")
+        def fail(key: str, message: str) -> NoReturn:
+            raise DecodeConfigError(f"decode config: {key} {message}")
 
-    def validate(self, where: str) -> None:
+        self.check(fail)
+
+    def check(self, fail: Fail) -> None:
+        """The rules between options (types and keys are checked by ``parse_section``)."""
         if self.mode not in MODES:
-            raise DecodeConfigError(f"{where}: mode {self.mode!r} is not one of {', '.join(MODES)}")
-        if self.beam < 1 or self.ctc_beam < 1:
-            raise DecodeConfigError(f"{where}: beam and ctc_beam must be >= 1")
+            fail("mode", f"{self.mode!r} is not one of {', '.join(MODES)}")
+        if self.beam < 1:
+            fail("beam", "must be >= 1")
+        if self.ctc_beam < 1:
+            fail("ctc_beam", "must be >= 1")
         if not 0.0 <= self.ctc_weight <= 1.0:
-            raise DecodeConfigError(f"{where}: ctc_weight {self.ctc_weight} not in [0, 1]")
+            fail("ctc_weight", f"{self.ctc_weight} not in [0, 1]")
         if self.mode == "attention" and self.ctc_weight == 1.0:
-            raise DecodeConfigError(
-                f"{where}: mode attention with ctc_weight 1.0 ignores the decoder; "
-                "use ctc_prefix_beam"
-            )
+            fail("ctc_weight", "1.0 with mode attention ignores the decoder; use ctc_prefix_beam")
         if self.lm_rate:
-            raise DecodeConfigError(
-                f"{where}: lm_rate {self.lm_rate}: language-model fusion is not supported, set 0"
-            )
+            fail("lm_rate", f"{self.lm_rate}: language-model fusion is not supported, set 0")
         if self.batch_size < 1:
-            raise DecodeConfigError(f"{where}: batch_size must be >= 1")
+            fail("batch_size", "must be >= 1")
         if not self.hotword_score > 0:
-            raise DecodeConfigError(f"{where}: hotword_score {self.hotword_score} must be > 0")
+            fail("hotword_score", f"{self.hotword_score} must be > 0")
         if self.hotwords and self.mode not in ("ctc_prefix_beam", "attention_rescoring"):
-            raise DecodeConfigError(
-                f"{where}: hotwords work with mode ctc_prefix_beam or attention_rescoring, "
-                f"not {self.mode}"
+            fail(
+                "hotwords",
+                f"work with mode ctc_prefix_beam or attention_rescoring, not {self.mode}",
             )
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None, where: str = "decode config") -> DecodeConfig:
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        # ESPnet spellings of the same options
-        for alias, name in (
-            ("beam_size", "beam"),
-            ("beam-size", "beam"),
-            ("ctc-weight", "ctc_weight"),
-        ):
-            if alias in d:
-                d[name] = d.pop(alias)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DecodeConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-        try:
-            cfg = cls(**d)
-        except DecodeConfigError as e:
-            raise DecodeConfigError(str(e).replace("decode config", where, 1)) from None
-        except TypeError as e:
-            raise DecodeConfigError(f"{where}: {e}") from None
-        return cfg
+    def from_dict(
+        cls, d: dict[str, Any] | None, where: str = "decode config", section: str = "decode_config"
+    ) -> DecodeConfig:
+        """Read and check decoding options (ESPnet spellings ``beam_size``, ``ctc-weight``
+        accepted); ``DecodeConfigError`` naming ``where``, the section and the key."""
+        return parse_section(cls, d, section, where, _ALIASES, error=DecodeConfigError)
 
     @classmethod
     def from_checkpoint(cls, payload: dict[str, Any], where: str, warn=None) -> DecodeConfig:
@@ -102,7 +92,7 @@ class DecodeConfig:
         if warn is not None:
             for n in notes:
                 warn(f"{where}: {n}")
-        return cls.from_dict(section, f"{where} decode_config")
+        return cls.from_dict(section, where)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> DecodeConfig:

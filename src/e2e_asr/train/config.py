@@ -1,6 +1,6 @@
 """Training configuration: load, normalise and validate the seed-compatible yaml.
 
-Two layouts are accepted (see ``/work/shared/seeds/ce_espnet_baseline_fintune.yaml``):
+Two layouts are accepted (see the seed file, kept as ``tests/data/seed_finetune.yaml``):
 
 * the seed's, where ``jconfig`` and ``trans_config`` sit under ``set_config`` next to
   ``data_type`` and ``load``;
@@ -9,27 +9,31 @@ Two layouts are accepted (see ``/work/shared/seeds/ce_espnet_baseline_fintune.ya
 
 Both normalise to one dict with the sections ``jconfig trans_config opti_config
 criterion_config model_config train_config valid_config decode_config data_config``; every
-section is filled with defaults, so the trainer never has to guess. An unknown key anywhere is
-an error that names the key, the section and the file, because a silently ignored typo in a
-training config costs a whole run.
+section is filled with defaults, so the trainer never has to guess. Each section is a dataclass
+read with the project's one validation mechanism, ``e2e_asr.data.schema.parse_section``: an
+unknown key, a value of the wrong type or a broken rule is an error that names the file, the
+section and the key, because a silently ignored typo in a training config costs a whole run.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from e2e_asr.data.schema import Fail, SchemaError, parse_section, to_dict
 from e2e_asr.data.specaug import TIME_WARP_MODES
-from e2e_asr.decode.config import DecodeConfig, DecodeConfigError
+from e2e_asr.decode.config import DecodeConfig
 from e2e_asr.model.config import CriterionConfig, ModelConfig
 from e2e_asr.train.lora import LoraError, validate_lora
 from e2e_asr.train.precision import PrecisionError, normalize_amp
 
 
-class ConfigError(ValueError):
+class ConfigError(SchemaError):
     """A training config that cannot be used; the message names the file, section and key."""
 
 
@@ -51,146 +55,179 @@ SECTIONS = (
     "data_config",
 )
 
-JCONFIG_DEFAULTS: dict[str, Any] = {
-    "batch_size": 16,
-    "max_length_in": 512,
-    "max_length_out": 150,
-    "num_batches": 0,
-    "min_batch_size": 1,
-    "shortest_first": True,
-    "batch_sort_key": "input",
-    "swap_io": False,
-    "count": "seq",
-    "batch_bins": 100000,
-    "batch_frames_in": 0,
-    "batch_frames_out": 0,
-    "batch_frames_inout": 0,
-    "clean_data": True,
-    "down_sample": 2,
-    "ilen_max": 2000,
-    "ilen_min": 17,
-    "olen_max": 100,
-}
+
+@dataclass
+class JConfig:
+    """``jconfig`` / ``valid_config.jconfig``: batching and the length filter (seed keys)."""
+
+    batch_size: int = 16
+    max_length_in: int = 512
+    max_length_out: int = 150
+    num_batches: int = 0
+    min_batch_size: int = 1
+    shortest_first: bool = True
+    batch_sort_key: Literal["input", "output", "shuffle"] = "input"
+    swap_io: bool = False
+    count: Literal["auto", "seq", "bin", "frame"] = "seq"
+    batch_bins: int = 100000
+    batch_frames_in: int = 0
+    batch_frames_out: int = 0
+    batch_frames_inout: int = 0
+    clean_data: bool = True
+    down_sample: int = 2
+    ilen_max: int = 2000
+    ilen_min: int = 17
+    olen_max: int = 100
+
+    def check(self, fail: Fail) -> None:
+        if self.min_batch_size < 1:
+            fail("min_batch_size", "must be >= 1")
+
+
 # The seed's valid_config spells one key without the "s"; it means the same thing.
 JCONFIG_ALIASES = {"batch_frame_in": "batch_frames_in"}
+JCONFIG_DEFAULTS: dict[str, Any] = to_dict(JConfig())
 
-DATA_DEFAULTS: dict[str, Any] = {"data_type": "json", "load": False}
 
-OPTI_DEFAULTS: dict[str, Any] = {
-    "name": "noam",
+@dataclass
+class DataSection:
+    data_type: Literal["json"] = "json"
+    load: bool = False
+
+
+@dataclass
+class OptiSection:
+    name: str = "noam"
     # noam
-    "factor": 1.0,
-    "warm_step": 25000,
-    "model_size": 256,
+    factor: float = 1.0
+    warm_step: int = 25000
+    model_size: int = 256
     # warmup_decay: linear warmup to ``lr`` then ``decay`` (inverse_sqrt | linear | constant)
-    "lr": 1e-3,
-    "decay": "inverse_sqrt",
-    "decay_steps": 0,
-    "final_lr": 0.0,
+    lr: float | Literal["auto"] = 1e-3  # auto: a fraction of the base model's peak LR
+    decay: Literal["inverse_sqrt", "linear", "constant"] = "inverse_sqrt"
+    decay_steps: int = 0
+    final_lr: float = 0.0
     # Adam (the seed's Noam uses betas 0.9/0.98, eps 1e-9)
-    "betas": [0.9, 0.98],
-    "eps": 1e-9,
-    "weight_decay": 0.0,
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-9
+    weight_decay: float = 0.0
+
+    def check(self, fail: Fail) -> None:
+        if self.name not in OPTIMIZER_NAMES:
+            fail("name", f"{self.name!r} unknown (known: {', '.join(sorted(OPTIMIZER_NAMES))})")
+        self.name = OPTIMIZER_NAMES[self.name]
+        if self.decay == "linear" and self.decay_steps <= 0:
+            fail("decay", "linear needs decay_steps > 0")
+        if self.warm_step < 0:
+            fail("warm_step", "must be >= 0")
+        if self.name == "noam" and self.warm_step == 0:
+            fail("warm_step", "must be > 0 for noam")
+        if len(self.betas) != 2:
+            fail("betas", "must be two numbers")
+
+
+@dataclass
+class TrainSection:
+    char_num: int | None = None  # seed key: number of output units, checked against the model
+    accum_grad: int = 1
+    # auto | bf16 | fp16 | off (seed: true = auto, false = off); see train/precision.py
+    amp: bool | str | None = "auto"
+    grad_clip: float = 5.0
+    log_interval: int = 100  # optimizer updates between log lines
+    snapshot_interval: int = 1000  # optimizer updates between resumable snapshots; 0 = off
+    seed: int = 1
+    freeze: list[str] = field(default_factory=list)  # module-name prefixes not trained
+    lr_scales: dict[str, float] = field(default_factory=dict)  # module prefix -> lr multiplier
+    keep_last: int = 0  # keep only the newest N checkpoint.N files; 0 keeps all
+    cmvn: Literal["base", "data"] = "base"  # base: the base model's CMVN; data: cmvn.ark
+    noam_restart: bool = False  # True: the LR schedule starts at step 0, not the base's step
+    num_workers: int = 2  # DataLoader worker processes for feature loading
+    ddp_pad: Literal["repeat", "drop"] = "repeat"  # equal batches per rank
+    ddp_timeout: int = 600  # seconds a collective may wait before the process group gives up
+    dev_cer: bool = True  # CTC greedy CER on dev each epoch
+    compile: bool = False  # torch.compile the encoder/decoder blocks (faster steps, slow start)
+    # forward+backward of the largest batch first: auto (GPU) | true | false
+    oom_probe: bool | Literal["auto"] = "auto"
+    # low-rank adapters: {rank, alpha, dropout, target_modules}; see train/lora.py
+    lora: dict[str, Any] | None = field(default_factory=dict)
+
+    def check(self, fail: Fail) -> None:
+        if self.accum_grad < 1:
+            fail("accum_grad", "must be >= 1")
+        try:
+            self.amp = normalize_amp(self.amp)
+        except PrecisionError:
+            fail("amp", f"must be auto|bf16|fp16|off (or true/false), got {self.amp!r}")
+        try:
+            self.lora = validate_lora(self.lora, "train_config")
+        except LoraError as exc:
+            fail("lora", str(exc).split(": ", 1)[-1])
+        if any(v < 0 for v in self.lr_scales.values()):
+            fail("lr_scales", "must map module-name prefixes to numbers >= 0")
+
+
+@dataclass
+class TimeWarp:
+    max_time_warp: int = 5
+    inplace: bool = True
+    mode: str = "PIL"
+    prob: float = 1.0
+
+    def check(self, fail: Fail) -> None:
+        _check_prob(self.prob, fail)
+        if self.mode not in TIME_WARP_MODES:
+            fail("mode", f"{self.mode!r} unknown (known: {', '.join(TIME_WARP_MODES)})")
+
+
+@dataclass
+class FreqMask:
+    F: int = 30  # noqa: N815 (the seed's key)
+    n_mask: int = 2
+    inplace: bool = True
+    replace_with_zero: bool = False
+    prob: float = 1.0
+
+    def check(self, fail: Fail) -> None:
+        _check_prob(self.prob, fail)
+
+
+@dataclass
+class TimeMask:
+    T: int = 40  # noqa: N815 (the seed's key)
+    n_mask: int = 2
+    inplace: bool = True
+    replace_with_zero: bool = False
+    prob: float = 1.0
+
+    def check(self, fail: Fail) -> None:
+        _check_prob(self.prob, fail)
+
+
+@dataclass
+class SpecSub:
+    max_t: int = 30
+    num_t_sub: int = 3
+    prob: float = 1.0
+
+    def check(self, fail: Fail) -> None:
+        _check_prob(self.prob, fail)
+
+
+def _check_prob(prob: float, fail: Fail) -> None:
+    if not 0.0 <= prob <= 1.0:
+        fail("prob", "must be in [0, 1]")
+
+
+TRANSFORMS: dict[str, type] = {
+    "time_warp": TimeWarp,
+    "freq_mask": FreqMask,
+    "time_mask": TimeMask,
+    "spec_sub": SpecSub,
 }
 
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "char_num": None,  # seed key: number of output units, checked against the model
-    "accum_grad": 1,
-    "amp": "auto",  # auto | bf16 | fp16 | off (seed: True = auto, False = off); precision.py
-    "grad_clip": 5.0,
-    "log_interval": 100,  # optimizer updates between log lines
-    "snapshot_interval": 1000,  # optimizer updates between resumable snapshots; 0 = off
-    "seed": 1,
-    "freeze": [],  # module-name prefixes whose parameters are not trained
-    "lr_scales": {},  # module-name prefix -> lr multiplier
-    "keep_last": 0,  # keep only the newest N checkpoint.N files; 0 keeps all
-    "cmvn": "base",  # base: keep the base model's CMVN; data: use the json dir's cmvn.ark
-    "noam_restart": False,  # True: the LR schedule starts at step 0 instead of the base's step
-    "num_workers": 2,  # DataLoader worker processes for feature loading
-    "ddp_pad": "repeat",  # equal batches per rank: repeat the first batches, or drop the tail
-    "ddp_timeout": 600,  # seconds a collective may wait before the process group gives up
-    "dev_cer": True,  # CTC greedy CER on dev each epoch
-    "compile": False,  # torch.compile the encoder/decoder blocks (faster steps, slow start)
-    "oom_probe": "auto",  # forward+backward of the largest batch first: auto (GPU) | true | false
-    "lora": {},  # low-rank adapters: {rank, alpha, dropout, target_modules}; see train/lora.py
-}
 
-
-TRANS_KEYS: dict[str, dict[str, Any]] = {
-    "time_warp": {"max_time_warp": 5, "inplace": True, "mode": "PIL", "prob": 1.0},
-    "freq_mask": {"F": 30, "n_mask": 2, "inplace": True, "replace_with_zero": False, "prob": 1.0},
-    "time_mask": {"T": 40, "n_mask": 2, "inplace": True, "replace_with_zero": False, "prob": 1.0},
-    "spec_sub": {"max_t": 30, "num_t_sub": 3, "prob": 1.0},
-}
-
-_BOOL_KEYS = {
-    "shortest_first",
-    "swap_io",
-    "clean_data",
-    "noam_restart",
-    "dev_cer",
-    "load",
-    "compile",
-}
-
-
-def _fill(section: str, given: Any, defaults: dict[str, Any], src: str) -> dict[str, Any]:
-    """Defaults overlaid with ``given``; unknown keys and wrong types are errors."""
-    if given is None:
-        given = {}
-    if not isinstance(given, dict):
-        raise ConfigError(
-            f"{src}: section '{section}' must be a mapping, got {type(given).__name__}"
-        )
-    out = copy.deepcopy(defaults)
-    for key, value in given.items():
-        if key not in defaults:
-            known = ", ".join(sorted(defaults))
-            raise ConfigError(f"{src}: unknown key '{key}' in section '{section}' (known: {known})")
-        default = defaults[key]
-        if key in _BOOL_KEYS:
-            if not isinstance(value, bool):
-                raise ConfigError(f"{src}: '{section}.{key}' must be true/false, got {value!r}")
-        elif isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{src}: '{section}.{key}' must be true/false, got {value!r}")
-        elif isinstance(default, int | float) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{src}: '{section}.{key}' must be a number, got {value!r}")
-            if (
-                isinstance(default, int)
-                and not isinstance(default, bool)
-                and isinstance(value, float)
-            ):
-                if not value.is_integer():
-                    raise ConfigError(f"{src}: '{section}.{key}' must be an integer, got {value!r}")
-                value = int(value)
-        out[key] = value
-    return out
-
-
-def _jconfig(given: Any, section: str, src: str) -> dict[str, Any]:
-    if isinstance(given, dict):
-        given = dict(given)
-        for alias, key in JCONFIG_ALIASES.items():
-            if alias in given:
-                if key in given and given[key] != given[alias]:
-                    raise ConfigError(
-                        f"{src}: '{section}' sets both '{alias}' and '{key}' to different values"
-                    )
-                given[key] = given.pop(alias)
-    out = _fill(section, given, JCONFIG_DEFAULTS, src)
-    if out["count"] not in ("auto", "seq", "bin", "frame"):
-        raise ConfigError(
-            f"{src}: '{section}.count' must be auto|seq|bin|frame, got {out['count']!r}"
-        )
-    if out["batch_sort_key"] not in ("input", "output", "shuffle"):
-        raise ConfigError(
-            f"{src}: '{section}.batch_sort_key' must be input|output|shuffle, "
-            f"got {out['batch_sort_key']!r}"
-        )
-    if out["min_batch_size"] < 1:
-        raise ConfigError(f"{src}: '{section}.min_batch_size' must be >= 1")
-    return out
+def _section(cls: type, given: Any, section: str, src: str, aliases=None) -> dict[str, Any]:
+    return to_dict(parse_section(cls, given, section, src, aliases, error=ConfigError))
 
 
 def _trans(given: Any, src: str) -> list[dict[str, Any]]:
@@ -204,84 +241,12 @@ def _trans(given: Any, src: str) -> list[dict[str, Any]]:
         if not isinstance(item, dict) or "type" not in item:
             raise ConfigError(f"{src}: '{section}' needs a 'type' key")
         kind = item["type"]
-        if kind not in TRANS_KEYS:
+        if kind not in TRANSFORMS:
             raise ConfigError(
-                f"{src}: '{section}.type' {kind!r} unknown (known: {', '.join(TRANS_KEYS)})"
+                f"{src}: '{section}.type' {kind!r} unknown (known: {', '.join(TRANSFORMS)})"
             )
         rest = {k: v for k, v in item.items() if k != "type"}
-        filled = _fill(section, rest, TRANS_KEYS[kind], src)
-        if not 0.0 <= float(filled["prob"]) <= 1.0:
-            raise ConfigError(f"{src}: '{section}.prob' must be in [0, 1]")
-        if kind == "time_warp" and filled["mode"] not in TIME_WARP_MODES:
-            raise ConfigError(
-                f"{src}: '{section}.mode' {filled['mode']!r} unknown "
-                f"(known: {', '.join(TIME_WARP_MODES)})"
-            )
-        out.append({"type": kind, **filled})
-    return out
-
-
-def _rename(section: str, cfg: dict[str, Any], names: dict[str, str], src: str) -> None:
-    name = cfg.get("name")
-    if name not in names:
-        raise ConfigError(
-            f"{src}: '{section}.name' {name!r} unknown (known: {', '.join(sorted(names))})"
-        )
-    cfg["name"] = names[name]
-
-
-def _train(given: Any, src: str) -> dict[str, Any]:
-    out = _fill("train_config", given, TRAIN_DEFAULTS, src)
-    if out["accum_grad"] < 1:
-        raise ConfigError(f"{src}: 'train_config.accum_grad' must be >= 1")
-    if out["cmvn"] not in ("base", "data"):
-        raise ConfigError(f"{src}: 'train_config.cmvn' must be base|data, got {out['cmvn']!r}")
-    if out["ddp_pad"] not in ("repeat", "drop"):
-        raise ConfigError(f"{src}: 'train_config.ddp_pad' must be repeat|drop")
-    try:
-        out["amp"] = normalize_amp(out["amp"])
-    except PrecisionError as exc:
-        raise ConfigError(f"{src}: {exc}") from exc
-    if out["oom_probe"] not in ("auto", True, False):
-        raise ConfigError(f"{src}: 'train_config.oom_probe' must be auto|true|false")
-    if not isinstance(out["freeze"], list) or not all(isinstance(p, str) for p in out["freeze"]):
-        raise ConfigError(f"{src}: 'train_config.freeze' must be a list of module-name prefixes")
-    scales = out["lr_scales"]
-    if not isinstance(scales, dict) or not all(
-        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
-        for k, v in scales.items()
-    ):
-        raise ConfigError(
-            f"{src}: 'train_config.lr_scales' must map module-name prefixes to numbers >= 0"
-        )
-    try:
-        out["lora"] = validate_lora(out["lora"], src)
-    except LoraError as exc:
-        raise ConfigError(str(exc)) from exc
-    return out
-
-
-def _opti(given: Any, src: str) -> dict[str, Any]:
-    # lr: auto = a fraction of the base model's peak LR (train/schedule_info.py)
-    auto_lr = isinstance(given, dict) and given.get("lr") == "auto"
-    if auto_lr:
-        given = {k: v for k, v in given.items() if k != "lr"}
-    out = _fill("opti_config", given, OPTI_DEFAULTS, src)
-    if auto_lr:
-        out["lr"] = "auto"
-    _rename("opti_config", out, OPTIMIZER_NAMES, src)
-    if out["decay"] not in ("inverse_sqrt", "linear", "constant"):
-        raise ConfigError(f"{src}: 'opti_config.decay' must be inverse_sqrt|linear|constant")
-    if out["decay"] == "linear" and out["decay_steps"] <= 0:
-        raise ConfigError(f"{src}: 'opti_config.decay: linear' needs decay_steps > 0")
-    if out["warm_step"] < 0:
-        raise ConfigError(f"{src}: 'opti_config.warm_step' must be >= 0")
-    if out["name"] == "noam" and out["warm_step"] == 0:
-        raise ConfigError(f"{src}: 'opti_config.warm_step' must be > 0 for noam")
-    betas = out["betas"]
-    if not (isinstance(betas, list | tuple) and len(betas) == 2):
-        raise ConfigError(f"{src}: 'opti_config.betas' must be two numbers")
-    out["betas"] = [float(b) for b in betas]
+        out.append({"type": kind, **_section(TRANSFORMS[kind], rest, section, src)})
     return out
 
 
@@ -292,15 +257,11 @@ def _model_and_criterion(
     mapping of the seed's ``eteh...`` class names)."""
     if not isinstance(model, dict):
         raise ConfigError(f"{src}: section 'model_config' is missing or not a mapping")
-    if criterion is None:
-        criterion = {}
-    if not isinstance(criterion, dict):
-        raise ConfigError(f"{src}: section 'criterion_config' must be a mapping")
     try:
-        m = ModelConfig.from_dict(dict(model)).to_dict()
-        c = CriterionConfig.from_dict(dict(criterion)).to_dict()
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{src}: {exc}") from exc
+        m = ModelConfig.from_dict(model, src).to_dict()
+        c = CriterionConfig.from_dict(criterion, src).to_dict()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     if c["size"] is not None and c["size"] != m["odim"]:
         raise ConfigError(
             f"{src}: criterion_config.size {c['size']} != model_config.odim {m['odim']}"
@@ -318,8 +279,8 @@ def _decode(given: Any, src: str) -> dict[str, Any]:
     if nbest != 1:
         raise ConfigError(f"{src}: decode_config.nbest {nbest!r}: only the 1-best is produced")
     try:
-        return DecodeConfig.from_dict(given, f"{src} decode_config").to_dict()
-    except DecodeConfigError as exc:
+        return DecodeConfig.from_dict(given, src, "decode_config").to_dict()
+    except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
 
@@ -352,14 +313,12 @@ def normalize_config(raw: Any, src: str = "<config>") -> dict[str, Any]:
                 f"{src}: unknown top-level key '{key}' (known: set_config, data_type, load, "
                 f"{', '.join(sorted(allowed_top | {'jconfig', 'trans_config'}))})"
             )
-    data = _fill(
-        "data_config",
+    data = _section(
+        DataSection,
         {k: nested[k] for k in ("data_type", "load") if k in nested},
-        DATA_DEFAULTS,
+        "data_config",
         src,
     )
-    if data["data_type"] != "json":
-        raise ConfigError(f"{src}: data_type must be 'json', got {data['data_type']!r}")
     model, crit = _model_and_criterion(raw.get("model_config"), raw.get("criterion_config"), src)
     valid_raw = raw.get("valid_config") or {}
     if not isinstance(valid_raw, dict):
@@ -371,15 +330,21 @@ def normalize_config(raw: Any, src: str = "<config>") -> dict[str, Any]:
             )
     if valid_raw.get("data_type", "json") != "json":
         raise ConfigError(f"{src}: valid_config.data_type must be 'json'")
-    jconfig = _jconfig(nested.get("jconfig"), "jconfig", src)
-    valid_j = _jconfig(valid_raw.get("jconfig", nested.get("jconfig")), "valid_config.jconfig", src)
+    jconfig = _section(JConfig, nested.get("jconfig"), "jconfig", src, JCONFIG_ALIASES)
+    valid_j = _section(
+        JConfig,
+        valid_raw.get("jconfig", nested.get("jconfig")),
+        "valid_config.jconfig",
+        src,
+        JCONFIG_ALIASES,
+    )
     cfg: dict[str, Any] = {
         "jconfig": jconfig,
         "trans_config": _trans(nested.get("trans_config"), src),
-        "opti_config": _opti(raw.get("opti_config"), src),
+        "opti_config": _section(OptiSection, raw.get("opti_config"), "opti_config", src),
         "criterion_config": crit,
         "model_config": model,
-        "train_config": _train(raw.get("train_config"), src),
+        "train_config": _section(TrainSection, raw.get("train_config"), "train_config", src),
         "valid_config": {"data_type": "json", "jconfig": valid_j},
         "decode_config": _decode(raw.get("decode_config"), src),
         "data_config": data,
@@ -392,8 +357,9 @@ def normalize_config(raw: Any, src: str = "<config>") -> dict[str, Any]:
     return cfg
 
 
-def load_train_config(path: str | Path) -> dict[str, Any]:
-    """Read a training yaml (safe loader) and return the normalised config dict."""
+def load_train_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Read a training yaml (safe loader) and return the normalised config dict, with the
+    ``section.key=value`` ``overrides`` (``--set``) applied once and validated with it."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -403,7 +369,8 @@ def load_train_config(path: str | Path) -> dict[str, Any]:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return normalize_config(raw, str(path))
+    cfg = normalize_config(raw, str(path))
+    return apply_overrides(cfg, list(overrides), f"{path} --set") if overrides else cfg
 
 
 def set_units_dims(cfg: dict[str, Any], idim: int, odim: int) -> list[str]:
