@@ -110,12 +110,8 @@ end_stage() {
   printf '%s\t%s\n' "$stage_name" "$took" >> "$stage_times"
   echo "==== stage $stage_name done in ${took}s ===="
 }
-require_step() {  # a stage whose script is missing says so and stops
-  [ -f "$1" ] || { echo "$0: stage '$stage_name' needs $1, which is not built yet" >&2; exit 1; }
-}
 
 if $demo && run_stage -1 demo; then
-  require_step local/demo/prepare_base.sh
   demo_opts=()
   [ -z "$demo_base_config" ] || demo_opts+=(--base-config "$demo_base_config")
   [ -z "$demo_base_epochs" ] || demo_opts+=(--base-epochs "$demo_base_epochs")
@@ -146,7 +142,6 @@ input_opts() {  # input_opts WAV_DIR TRANSCRIPT: a wav folder + transcript, a da
 }
 
 if run_stage 0 data; then
-  require_step steps/make_data.py
   # shellcheck disable=SC2046
   make_data.py --config "$data_config" --out-dir "$data/train" $(input_opts "$wav_dir" "$transcript")
   if [ -n "$dev_wav_dir" ]; then
@@ -165,10 +160,11 @@ if run_stage 0 data; then
 fi
 
 if run_stage 1 features; then
-  require_step steps/make_feats.py
   if [ -z "$feat_config" ]; then
     feat_config=$exp_dir/base_feature.yaml
     base_feature_config.py "$base_model" "$feat_config"
+  elif [ -n "$base_model" ]; then  # a given config must fit the base model's (only dither may differ)
+    base_feature_config.py --check "$feat_config" "$base_model"
   fi
   for set in $train_set ${dev_wav_dir:+dev}; do
     make_feats.py --data-dir "$data/$set" --feat-config "$feat_config" --nj "$nj" --cmd "$train_cmd"
@@ -177,7 +173,6 @@ if run_stage 1 features; then
 fi
 
 if run_stage 2 json; then
-  require_step steps/make_json.py
   extend_opt=()
   ! $extend_units || extend_opt=(--extend-units)
   make_json.py --data-dir "$data/$train_set" "${dev_opt[@]}" --out-dir "$json_dir" \
@@ -187,7 +182,6 @@ if run_stage 2 json; then
 fi
 
 if run_stage 3 train; then
-  require_step steps/train.py
   nproc=1
   [ "$num_gpu" -le 0 ] || nproc=$num_gpu
   mix_opts=()
@@ -204,7 +198,6 @@ if run_stage 3 train; then
 fi
 
 if run_stage 4 average; then
-  require_step steps/average_checkpoints.py
   if [ "$avg_num" -gt 0 ]; then
     average_checkpoints.py "$exp_dir" --num "$avg_num" --best-by dev_cer --out "$exp_dir/model.avg"
   else
@@ -214,14 +207,12 @@ if run_stage 4 average; then
 fi
 
 if run_stage 5 export; then
-  require_step steps/export.py
   export.py --checkpoint "$exp_dir/model.avg" --out-dir "$exp_dir/export" \
     --decode-config "$decode_config"
   end_stage
 fi
 
 if run_stage 6 decode; then
-  require_step steps/decode.py
   sets="${dev_wav_dir:+dev}"
   for entry in $test_sets; do sets="$sets ${entry%%:*}"; done
   [ -n "${sets// /}" ] || sets=train  # nothing held out: at least show the training-set CER

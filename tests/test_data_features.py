@@ -185,3 +185,51 @@ def test_segments_and_converted_audio(tmp_path: Path) -> None:
     np.testing.assert_array_equal(feats["rec-b"], compute_features(x[12800:32000], cfg))
     assert feats["rec-a"].shape == (1 + (12800 - 400) // 160, 40)
     assert feats["st-a"].shape == (1 + (16000 - 400) // 160, 40)
+
+
+def test_dither_is_seeded_per_utterance_whatever_the_job_split(tmp_path: Path) -> None:
+    """The shipped configs dither (1.0): the noise comes from (dither_seed, key), so runs with
+    another job count, or resumed jobs, give bit-identical features; another seed or key
+    gives other noise, and dither 0 stays within 2e-3 of kaldi-native-fbank (tests above)."""
+    from conftest_data import make_features_inprocess
+
+    cfg = FeatureConfig.from_yaml(REPO / "conf" / "fbank.yaml")
+    assert cfg.dither == 1.0 and cfg.dither_seed == 0
+    got = {}
+    for nj in (1, 3):
+        d = _data_dir(tmp_path / f"nj{nj}", 4)
+        make_features_inprocess(d, cfg, nj=nj)
+        got[nj] = {k: np.array(v) for k, v in kaldiio.load_scp(str(d / "feats.scp")).items()}
+    assert sorted(got[1]) == sorted(got[3]) == ["u0", "u1", "u2", "u3"]
+    for k in got[1]:
+        np.testing.assert_array_equal(got[1][k], got[3][k])
+    from e2e_asr.data.audio import load_audio
+
+    x = load_audio(str(tmp_path / "nj1" / "wav" / "u0.wav"))
+    np.testing.assert_array_equal(compute_features(x, cfg, "u0"), got[1]["u0"])
+    other_seed = compute_features(x, dataclasses.replace(cfg, dither_seed=1), "u0")
+    other_key = compute_features(x, cfg, "u9")
+    undithered = compute_features(x, dataclasses.replace(cfg, dither=0.0), "u0")
+    for other in (other_seed, other_key, undithered):
+        assert not np.array_equal(other, got[1]["u0"])
+        assert np.median(np.abs(other - got[1]["u0"])) < 0.1  # the same speech, other noise
+
+
+def test_feature_mismatch_is_the_one_rule() -> None:
+    """Stages 1, 2, 3 and decoding share this verdict: only MAY_DIFFER (dither) may differ;
+    every other option, including the ones stage 2 used to skip, is compared."""
+    from e2e_asr.data.features import MAY_DIFFER, feature_mismatch, for_decoding
+
+    cfg = FeatureConfig.from_yaml(REPO / "conf" / "fbank.yaml")
+    assert MAY_DIFFER == ("dither", "dither_seed")
+    assert feature_mismatch(cfg, dataclasses.replace(cfg, dither=0.0, dither_seed=7)) == []
+    assert feature_mismatch(cfg, for_decoding(cfg)) == [] and for_decoding(cfg).dither == 0.0
+    for key, value in (("remove_dc_offset", False), ("raw_energy", False),
+                       ("round_to_power_of_two", False), ("energy_floor", 1.0)):  # fmt: skip
+        diff = feature_mismatch(dataclasses.replace(cfg, **{key: value}), cfg.to_dict())
+        assert diff == [f"{key}: data {value!r} vs model {getattr(cfg, key)!r}"]
+    # a checkpoint's dict without the newer keys means Kaldi's defaults; its dim is checked
+    old = {k: v for k, v in cfg.to_dict().items() if k != "dither_seed"}
+    assert feature_mismatch(old, cfg) == []
+    mfcc = FeatureConfig.from_yaml(REPO / "conf" / "mfcc_hires.yaml")
+    assert "type: data 'mfcc_hires' vs model 'fbank'" in feature_mismatch(mfcc, cfg)

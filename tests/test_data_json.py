@@ -265,6 +265,33 @@ def test_mismatched_base_model_features_fail_early(corpus: Path, tmp_path: Path)
     assert not out.exists()
 
 
+def test_stages_1_and_2_share_the_feature_rule(corpus: Path, tmp_path: Path) -> None:
+    """One verdict (features.feature_mismatch): an option stage 2 used to skip
+    (remove_dc_offset) is refused by stage 1's check and by stage 2; dither alone is fine."""
+    import subprocess
+    import sys
+
+    fb = FeatureConfig.from_yaml(REPO / "conf" / "fbank.yaml")
+    ckpt = _ckpt(tmp_path / "b.pt", feature_config=fb.to_dict())
+    cmd = [sys.executable, str(REPO / "utils" / "base_feature_config.py"), str(ckpt), "--check"]
+    verdicts = {}
+    for name, cfg in {
+        "dither_only": dataclasses.replace(fb, dither=0.0, dither_seed=3),
+        "dc_offset": dataclasses.replace(fb, remove_dc_offset=False),
+    }.items():
+        conf = tmp_path / f"{name}.yaml"
+        conf.write_text(cfg.to_yaml(), encoding="utf-8")
+        res = subprocess.run([*cmd, str(conf)], capture_output=True, text=True, check=False)
+        verdicts[name] = (res.returncode, res.stderr)
+    assert verdicts["dither_only"] == (0, "")
+    rc, err = verdicts["dc_offset"]
+    assert rc == 1 and "remove_dc_offset: " in err and "False vs base model True" in err
+    data_feats = FeatureConfig.from_yaml(corpus / "feature.yaml").to_dict()
+    model_feats = {**data_feats, "remove_dc_offset": False, "dither": 0.0}
+    with pytest.raises(JsonPrepError, match="remove_dc_offset: data True vs model False"):
+        prepare_json(corpus, tmp_path / "json", BASE_UNITS, 1, 4, model_feature_config=model_feats)
+
+
 def test_json_is_plain_espnet_layout(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "json"
     res = run_step(
