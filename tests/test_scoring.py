@@ -162,3 +162,31 @@ def test_training_dev_cer_equals_stage6_cer_on_the_same_model_and_features(tmp_p
     stage6 = score_corpus(texts, hyps)
     assert stage6.cer.ref_units == 16  # characters, word spaces not counted, X counted
     assert got["dev_cer"] == pytest.approx(stage6.cer.error_rate, abs=1e-9)
+
+
+def _hyps(d, lines: list[str]):
+    d.mkdir(parents=True)
+    (d / "hyp.txt").write_text("".join(f"{ln}\n" for ln in lines), encoding="utf-8")
+    return str(d)
+
+
+def test_score_agree_fails_below_the_threshold_with_the_numbers(tmp_path, capsys) -> None:
+    """run.sh stage 6: ONNX must give PyTorch's hypothesis on >= 99% of utterances."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "steps"))
+    import score
+
+    same = [f"u{i:03d} 你好" for i in range(200)]
+    a = _hyps(tmp_path / "torch", same)
+    b = _hyps(tmp_path / "onnx_ok", same[:198] + ["u198 你", "u199 你好"])  # 199/200 = 99.5%
+    c = _hyps(tmp_path / "onnx_bad", same[:197] + ["u197 你", "u198 你", "u199 好"])  # 98.5%
+    assert score.main(["--agree", a, b]) == 0
+    assert "identical hypotheses: 199/200 (99.50%); required >= 99%: ok" in capsys.readouterr().out
+    assert score.main(["--agree", a, c]) == 1
+    err = capsys.readouterr().err
+    assert "identical hypotheses: 197/200 (98.50%); required >= 99%: FAILED" in err
+    assert score.main(["--agree", a, c, "--min-agree", "98"]) == 0
+    d = _hyps(tmp_path / "empty", [])
+    assert score.main(["--agree", d, d]) == 1  # nothing decoded agrees with nothing
