@@ -62,7 +62,10 @@ def test_unknown_criterion_key_is_named():
         ({"name": "eteh.models.Other"}, "name"),
         ({"encoder_attention_heads": 5}, "not divisible"),
         ({"pos_enc_layer_type": "rel_pos"}, "rel_pos needs encoder_type conformer"),
-        ({"encoder_num_blocks": "14"}, r"'model_config.encoder_num_blocks' must be an integer, got '14'"),
+        (
+            {"encoder_num_blocks": "14"},
+            r"'model_config.encoder_num_blocks' must be an integer, got '14'",
+        ),
         ({"encoder_dropout_rate": "0.1"}, "encoder_dropout_rate"),
         ({"macaron_style": 1}, "macaron_style"),
         ({"encoder_num_blocks": True}, "encoder_num_blocks"),
