@@ -12,12 +12,12 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import yaml
 
-from e2e_asr.data.schema import Fail, SchemaError, parse_section
+from e2e_asr.data.schema import Fail, SchemaError, enforce_rules, parse_section
 
 FEATURE_TYPES = ("fbank", "mfcc_hires")
 INT16_SCALE = 32768.0
@@ -52,10 +52,7 @@ class FeatureConfig:
     cepstral_lifter: float = 22.0  # mfcc only
 
     def __post_init__(self) -> None:
-        def fail(key: str, message: str) -> NoReturn:
-            raise FeatureError(f"feature config: {key} {message}")
-
-        self.check(fail)
+        enforce_rules(self, FeatureError, "feature config")
 
     def check(self, fail: Fail) -> None:
         if self.type not in FEATURE_TYPES:

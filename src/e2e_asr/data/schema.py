@@ -195,6 +195,16 @@ def _parse(
     return obj
 
 
+def enforce_rules(obj: Any, error: type[ValueError], where: str) -> None:
+    """Run ``obj.check`` raising ``error("{where}: key message")``: for a ``__post_init__``,
+    so that a config built directly in code obeys the same rules as one read from a file."""
+
+    def fail(key: str, message: str) -> typing.NoReturn:
+        raise error(f"{where}: {key} {message}")
+
+    obj.check(fail)
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """A parsed section as plain data (lists, dicts, numbers, strings) for yaml/checkpoints."""
     return dataclasses.asdict(obj)

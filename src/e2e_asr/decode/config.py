@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, fields
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
 
-from e2e_asr.data.schema import Fail, SchemaError, parse_section
+from e2e_asr.data.schema import Fail, SchemaError, enforce_rules, parse_section
 
 MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring")
 # ESPnet spellings of the same options
@@ -38,10 +38,7 @@ class DecodeConfig:
     char_num: int | None = None
 
     def __post_init__(self) -> None:
-        def fail(key: str, message: str) -> NoReturn:
-            raise DecodeConfigError(f"decode config: {key} {message}")
-
-        self.check(fail)
+        enforce_rules(self, DecodeConfigError, "decode config")
 
     def check(self, fail: Fail) -> None:
         """The rules between options (types and keys are checked by ``parse_section``)."""

@@ -167,55 +167,47 @@ class TrainSection:
 
 
 @dataclass
-class TimeWarp:
-    max_time_warp: int = 5
-    inplace: bool = True
-    mode: str = "PIL"
+class _Transform:
     prob: float = 1.0
 
     def check(self, fail: Fail) -> None:
-        _check_prob(self.prob, fail)
+        if not 0.0 <= self.prob <= 1.0:
+            fail("prob", "must be in [0, 1]")
+
+
+@dataclass
+class TimeWarp(_Transform):
+    max_time_warp: int = 5
+    inplace: bool = True
+    mode: str = "PIL"
+
+    def check(self, fail: Fail) -> None:
+        super().check(fail)
         if self.mode not in TIME_WARP_MODES:
             fail("mode", f"{self.mode!r} unknown (known: {', '.join(TIME_WARP_MODES)})")
 
 
 @dataclass
-class FreqMask:
+class _Mask(_Transform):
+    n_mask: int = 2
+    inplace: bool = True
+    replace_with_zero: bool = False
+
+
+@dataclass
+class FreqMask(_Mask):
     F: int = 30  # noqa: N815 (the seed's key)
-    n_mask: int = 2
-    inplace: bool = True
-    replace_with_zero: bool = False
-    prob: float = 1.0
-
-    def check(self, fail: Fail) -> None:
-        _check_prob(self.prob, fail)
 
 
 @dataclass
-class TimeMask:
+class TimeMask(_Mask):
     T: int = 40  # noqa: N815 (the seed's key)
-    n_mask: int = 2
-    inplace: bool = True
-    replace_with_zero: bool = False
-    prob: float = 1.0
-
-    def check(self, fail: Fail) -> None:
-        _check_prob(self.prob, fail)
 
 
 @dataclass
-class SpecSub:
+class SpecSub(_Transform):
     max_t: int = 30
     num_t_sub: int = 3
-    prob: float = 1.0
-
-    def check(self, fail: Fail) -> None:
-        _check_prob(self.prob, fail)
-
-
-def _check_prob(prob: float, fail: Fail) -> None:
-    if not 0.0 <= prob <= 1.0:
-        fail("prob", "must be in [0, 1]")
 
 
 TRANSFORMS: dict[str, type] = {
