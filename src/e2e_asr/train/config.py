@@ -90,6 +90,39 @@ JCONFIG_DEFAULTS: dict[str, Any] = to_dict(JConfig())
 
 
 @dataclass
+class TopLevel:
+    """The top level of a training yaml: the seed's sections (each read by its own class
+    below), with ``jconfig``/``trans_config``/``data_type``/``load`` either here (flat
+    layout) or under ``set_config`` (the seed's layout)."""
+
+    set_config: dict[str, Any] | None = None
+    jconfig: Any = None
+    trans_config: Any = None
+    data_type: Any = None
+    load: Any = None
+    opti_config: Any = None
+    criterion_config: Any = None
+    model_config: Any = None
+    train_config: Any = None
+    valid_config: dict[str, Any] | None = None
+    decode_config: Any = None
+
+
+@dataclass
+class SetConfig:
+    jconfig: Any = None
+    trans_config: Any = None
+    data_type: Any = None
+    load: Any = None
+
+
+@dataclass
+class ValidSection:
+    data_type: Literal["json"] = "json"
+    jconfig: Any = None
+
+
+@dataclass
 class DataSection:
     data_type: Literal["json"] = "json"
     load: bool = False
@@ -278,54 +311,29 @@ def _decode(given: Any, src: str) -> dict[str, Any]:
 
 def normalize_config(raw: Any, src: str = "<config>") -> dict[str, Any]:
     """Normalise an already-parsed config mapping (see module docstring)."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{src}: top level must be a mapping")
-    raw = dict(raw)
-    set_cfg = raw.pop("set_config", None)
-    nested: dict[str, Any] = {}
-    if set_cfg is not None:
-        if not isinstance(set_cfg, dict):
-            raise ConfigError(f"{src}: 'set_config' must be a mapping")
-        for key in set_cfg:
-            if key not in ("jconfig", "trans_config", "data_type", "load"):
-                raise ConfigError(
-                    f"{src}: unknown key '{key}' in section 'set_config' "
-                    "(known: data_type, jconfig, load, trans_config)"
-                )
-        nested = dict(set_cfg)
+    top = parse_section(TopLevel, raw, "top-level", src, error=ConfigError)
+    given = {k: v for k, v in vars(top).items() if k in raw}  # keys the file really has
+    nested = {
+        k: v
+        for k, v in vars(
+            parse_section(SetConfig, top.set_config, "set_config", src, error=ConfigError)
+        ).items()
+        if k in (top.set_config or {})
+    }
     for key in ("jconfig", "trans_config", "data_type", "load"):
-        if key in raw:
+        if key in given:
             if key in nested:
                 raise ConfigError(f"{src}: '{key}' given both at the top level and in set_config")
-            nested[key] = raw.pop(key)
-    allowed_top = {s for s in SECTIONS if s not in ("jconfig", "trans_config", "data_config")}
-    for key in raw:
-        if key not in allowed_top:
-            raise ConfigError(
-                f"{src}: unknown top-level key '{key}' (known: set_config, data_type, load, "
-                f"{', '.join(sorted(allowed_top | {'jconfig', 'trans_config'}))})"
-            )
-    data = _section(
-        DataSection,
-        {k: nested[k] for k in ("data_type", "load") if k in nested},
-        "data_config",
-        src,
-    )
-    model, crit = _model_and_criterion(raw.get("model_config"), raw.get("criterion_config"), src)
-    valid_raw = raw.get("valid_config") or {}
-    if not isinstance(valid_raw, dict):
-        raise ConfigError(f"{src}: section 'valid_config' must be a mapping")
-    for key in valid_raw:
-        if key not in ("data_type", "jconfig"):
-            raise ConfigError(
-                f"{src}: unknown key '{key}' in section 'valid_config' (known: data_type, jconfig)"
-            )
-    if valid_raw.get("data_type", "json") != "json":
-        raise ConfigError(f"{src}: valid_config.data_type must be 'json'")
+            nested[key] = given[key]
+    data_given = {k: nested[k] for k in ("data_type", "load") if k in nested}
+    data = _section(DataSection, data_given, "data_config", src)
+    model, crit = _model_and_criterion(top.model_config, top.criterion_config, src)
+    valid = parse_section(ValidSection, top.valid_config, "valid_config", src, error=ConfigError)
+    valid_given = top.valid_config or {}
     jconfig = _section(JConfig, nested.get("jconfig"), "jconfig", src, JCONFIG_ALIASES)
     valid_j = _section(
         JConfig,
-        valid_raw.get("jconfig", nested.get("jconfig")),
+        valid.jconfig if "jconfig" in valid_given else nested.get("jconfig"),
         "valid_config.jconfig",
         src,
         JCONFIG_ALIASES,
@@ -333,12 +341,12 @@ def normalize_config(raw: Any, src: str = "<config>") -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "jconfig": jconfig,
         "trans_config": _trans(nested.get("trans_config"), src),
-        "opti_config": _section(OptiSection, raw.get("opti_config"), "opti_config", src),
+        "opti_config": _section(OptiSection, top.opti_config, "opti_config", src),
         "criterion_config": crit,
         "model_config": model,
-        "train_config": _section(TrainSection, raw.get("train_config"), "train_config", src),
+        "train_config": _section(TrainSection, top.train_config, "train_config", src),
         "valid_config": {"data_type": "json", "jconfig": valid_j},
-        "decode_config": _decode(raw.get("decode_config"), src),
+        "decode_config": _decode(top.decode_config, src),
         "data_config": data,
     }
     odim = model.get("odim")
