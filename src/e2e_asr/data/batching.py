@@ -26,9 +26,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+
+from e2e_asr.data.schema import Fail
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,38 @@ def ilen(info: dict[str, Any]) -> int:
 
 def olen(info: dict[str, Any]) -> int:
     return int(info["output"][0]["shape"][0])
+
+
+@dataclass
+class JConfig:
+    """``jconfig`` / ``valid_config.jconfig``: batching and the length filter (seed keys)."""
+
+    batch_size: int = 16
+    max_length_in: int = 512
+    max_length_out: int = 150
+    num_batches: int = 0
+    min_batch_size: int = 1
+    shortest_first: bool = True
+    batch_sort_key: Literal["input", "output", "shuffle"] = "input"
+    swap_io: bool = False
+    count: Literal["auto", "seq", "bin", "frame"] = "seq"
+    batch_bins: int = 100000
+    batch_frames_in: int = 0
+    batch_frames_out: int = 0
+    batch_frames_inout: int = 0
+    clean_data: bool = True
+    down_sample: int = 2
+    ilen_max: int = 2000
+    ilen_min: int = 17
+    olen_max: int = 100
+
+    def check(self, fail: Fail) -> None:
+        if self.min_batch_size < 1:
+            fail("min_batch_size", "must be >= 1")
+
+
+# The seed's valid_config spells one key without the "s"; it means the same thing.
+JCONFIG_ALIASES = {"batch_frame_in": "batch_frames_in"}
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,13 @@ from pathlib import Path
 import kaldiio
 import yaml
 
-from e2e_asr.data.batching import LengthFilter
+from e2e_asr.data.batching import JCONFIG_ALIASES, JConfig, LengthFilter
 from e2e_asr.data.cmvn import CmvnStats, write_cmvn
 from e2e_asr.data.datadir import SortedLookup, iter_kv
 from e2e_asr.data.espnet_json import JsonWriter, make_entry
 from e2e_asr.data.features import FeatureConfig, FeatureError, feature_mismatch
 from e2e_asr.data.io import atomic_write_bytes, atomic_write_lines
+from e2e_asr.data.schema import parse_section
 from e2e_asr.data.split import base_key, dev_keys, is_copy
 from e2e_asr.data.units import Tokenizer, extend_units, write_units
 
@@ -41,7 +42,12 @@ def load_filters(config: str | os.PathLike | None) -> tuple[LengthFilter, Length
         raise JsonPrepError(f"{config}: expected a mapping at the top level")
     train_j = (cfg.get("set_config") or {}).get("jconfig") or cfg.get("jconfig")
     dev_j = (cfg.get("valid_config") or {}).get("jconfig") or train_j
-    return LengthFilter.from_jconfig(train_j), LengthFilter.from_jconfig(dev_j)
+    # read with the training config's own section class: same keys, types and rules
+    jc = parse_section(JConfig, train_j, "jconfig", str(config), JCONFIG_ALIASES, JsonPrepError)
+    vj = parse_section(
+        JConfig, dev_j, "valid_config.jconfig", str(config), JCONFIG_ALIASES, JsonPrepError
+    )
+    return LengthFilter.from_jconfig(vars(jc)), LengthFilter.from_jconfig(vars(vj))
 
 
 def check_feature_match(data_cfg: FeatureConfig, model_cfg: dict | None, where: str) -> None:
