@@ -111,3 +111,32 @@ def test_failed_save_keeps_previous_file(tmp_path):
         save_checkpoint(path, {"model": {}, "bad": lambda: 0})
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.1"]
+
+
+def test_one_checkpoint_scanner_for_every_stage(tmp_path):
+    """model.checkpoint.list_checkpoints is THE checkpoint.N scanner: averaging and
+    utils/latest_checkpoint.py see exactly what it lists."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from e2e_asr.export.average import list_checkpoints as average_list
+    from e2e_asr.model.checkpoint import list_checkpoints
+
+    model = build_model(MC, CC)
+    for n in (2, 10, 9):
+        save_checkpoint(tmp_path / f"checkpoint.{n}", {"model": model.state_dict(), "epoch": n})
+    (tmp_path / "checkpoint.11").mkdir()  # a directory is not a checkpoint
+    for name in ("checkpoint.avg", "checkpoint.5.tmp", ".checkpoint.12.x.tmp", "checkpoint.-1"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "checkpoint.12").write_bytes(b"truncated")
+    listed = list_checkpoints(tmp_path)
+    assert [n for n, _ in listed] == [12, 10, 9, 2]
+    assert average_list(tmp_path) == dict(listed)
+    assert list_checkpoints(tmp_path / "missing") == []
+    script = Path(__file__).resolve().parents[1] / "utils" / "latest_checkpoint.py"
+    res = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                         text=True, check=False)  # fmt: skip
+    assert res.returncode == 0 and res.stdout.strip() == str(tmp_path / "checkpoint.10")
+    assert f"skipping {tmp_path / 'checkpoint.12'}" in res.stderr
+    assert oct((tmp_path / "checkpoint.10").stat().st_mode & 0o777) != oct(0o600)

@@ -100,7 +100,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"checkpoint {path}: refused, it holds objects other than tensors and plain "
             f"Python data (loading it could run code): {str(e).splitlines()[0]}"
         ) from e
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+    except Exception as e:  # noqa: BLE001 - any failure to read it means it is damaged
+        # garbage bytes fail in many ways (RuntimeError, EOFError, IndexError from the
+        # unpickler's stack, ...): all of them mean "this file is not a usable checkpoint"
         raise CheckpointError(
             f"checkpoint {path}: truncated or corrupt ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''})"
