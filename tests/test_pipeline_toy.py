@@ -12,18 +12,39 @@ from conftest import run_cmd
 from e2e_asr.data.datadir import read_kv
 from e2e_asr.decode.scoring import score_corpus
 
-TOY_CORPUS = ("--num-source-train 16 --num-source-dev 3 --num-source-test 4 "
-              "--num-target-train 12 --num-target-dev 3 --num-target-test 4")
+TOY_CORPUS = (
+    "--num-source-train 16 --num-source-dev 3 --num-source-test 4 "
+    "--num-target-train 12 --num-target-dev 3 --num-target-test 4"
+)
 
 
 def test_run_sh_demo_pipeline_at_toy_scale(tmp_path: Path) -> None:
     exp = tmp_path / "exp"
-    args = ["./run.sh", "--demo-dir", str(tmp_path / "demo"), "--output-dir",
-            str(tmp_path / "out"), "--exp-dir", str(exp), "--nj", "1", "--json-nj", "1",
-            "--demo-corpus-opts", TOY_CORPUS, "--demo-base-epochs", "1",
-            "--demo-base-config", "tests/data/tiny_train.yaml",
-            "--train-config", "tests/data/tiny_train.yaml", "--demo-finetune-epochs", "1",
-            "--decode-mode", "ctc_greedy"]
+    args = [
+        "./run.sh",
+        "--demo-dir",
+        str(tmp_path / "demo"),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--exp-dir",
+        str(exp),
+        "--nj",
+        "1",
+        "--json-nj",
+        "1",
+        "--demo-corpus-opts",
+        TOY_CORPUS,
+        "--demo-base-epochs",
+        "1",
+        "--demo-base-config",
+        "tests/data/tiny_train.yaml",
+        "--train-config",
+        "tests/data/tiny_train.yaml",
+        "--demo-finetune-epochs",
+        "1",
+        "--decode-mode",
+        "ctc_greedy",
+    ]
     started = time.monotonic()
     proc = run_cmd(args, timeout=900)
     took = time.monotonic() - started
@@ -36,8 +57,15 @@ def test_run_sh_demo_pipeline_at_toy_scale(tmp_path: Path) -> None:
     # epoch numbering continues from the base model (checkpoint.1 -> checkpoint.2)
     assert (tmp_path / "demo/base/checkpoint.1").is_file()
     assert (exp / "checkpoint.2").is_file() and not (exp / "checkpoint.1").exists()
-    for name in ("model.avg", "export/encoder.onnx", "export/encoder.int8.onnx",
-                 "export/decoder.onnx", "export/model.pt", "RESULTS.md", "train_curves.png"):
+    for name in (
+        "model.avg",
+        "export/encoder.onnx",
+        "export/encoder.int8.onnx",
+        "export/decoder.onnx",
+        "export/model.pt",
+        "RESULTS.md",
+        "train_curves.png",
+    ):
         assert (exp / name).is_file(), name
 
     results = json.loads((exp / "results.json").read_text())
