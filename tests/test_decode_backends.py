@@ -188,7 +188,7 @@ def test_decode_and_score_cli(export_dir: Path, wavs: list[Path], tmp_path: Path
     )
     assert code == 0 and f"CER {res['cer']:.2f}%" in stdout
     code, stdout, _ = _main("score.py", ["--table", str(out)], capsys)
-    assert code == 0 and "| test |" in stdout and "onnx_fp32" in stdout
+    assert code == 0 and "| test (2 utts) |" in stdout and "onnx_fp32" in stdout  # cer_table
 
 
 def test_recognizer_transcribe_api(export_dir: Path, wavs: list[Path]) -> None:
