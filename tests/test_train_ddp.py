@@ -3,7 +3,9 @@ combined batch, and a failing rank stops the whole job (no hang) with a message 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -131,3 +133,67 @@ def test_a_failing_rank_stops_all_ranks_with_its_name(setup: dict) -> None:
     assert "rank 1 failed" in res.stderr
     assert time.time() - t0 < 120
     assert not (tmp / "fail" / "checkpoint.5").exists()
+
+
+# ----------------------------------------------------------------------------- resume, 2 ranks
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two gloo ranks: an uninterrupted epoch, and the same epoch stopped after 2 of its 4
+    updates (a mid-epoch snapshot) and continued by re-running the command."""
+    tmp = tmp_path_factory.mktemp("ddp_resume")
+    data = make_data_dir(tmp / "data", n_train=8, n_dev=1, json_nj=1, same_len=True)
+    base = make_base_model(tmp / "base" / "checkpoint.3", data)
+    conf = write_config(tmp / "c.yaml", {"jconfig": {"batch_size": 1}})
+
+    def args(exp: str, *extra: str) -> list[str]:
+        return ["--config", str(conf), "--json-dir", str(data), "--exp-dir", str(tmp / exp),
+                "--epochs", "4", "--base-model", str(base), *extra]  # fmt: skip
+
+    runs = {
+        "ref": _torchrun(args("ref"), {}, timeout=120),
+        "stopped": _torchrun(args("stopped", "--max-steps", "2"), {}, timeout=120),
+    }
+    shutil.copytree(tmp / "stopped", tmp / "node0")  # a state only "node 0" sees
+    runs["again"] = _torchrun(args("stopped"), {}, timeout=120)
+    return {"tmp": tmp, "runs": runs, "args": args}
+
+
+def test_epoch_loss_and_weights_after_a_mid_epoch_resume_with_two_ranks(resumed: dict) -> None:
+    tmp, runs = resumed["tmp"], resumed["runs"]
+    for name, res in runs.items():
+        assert res.returncode == 0, (name, res.stderr[-3000:])
+    assert "resuming from" in runs["again"].stderr
+    snap = load_checkpoint(tmp / "node0" / "snapshot")
+    assert snap["step"] == 12 and snap["train_state"]["batch"] == 2
+    # each rank's own loss sums are in the state (not rank 0's twice)
+    assert len(snap["train_state"]["loss_sums"]) == 2
+    ref = [json.loads(x) for x in (tmp / "ref" / "train_log.jsonl").read_text().splitlines()]
+    got = [json.loads(x) for x in (tmp / "stopped" / "train_log.jsonl").read_text().splitlines()]
+    assert got[-1]["train_loss"] == pytest.approx(ref[-1]["train_loss"], rel=1e-9, abs=1e-12)
+    a = load_checkpoint(tmp / "ref" / "checkpoint.4")["model"]
+    b = load_checkpoint(tmp / "stopped" / "checkpoint.4")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ranks_with_different_exp_dir_states_fail_naming_both(resumed: dict) -> None:
+    """A per-node exp_dir (not shared storage): node 0 holds a snapshot, node 1 nothing. Rank
+    0's resume decision is broadcast; rank 1 cannot follow it; both stop and say why."""
+    tmp = resumed["tmp"]
+    port = 29500 + os.getpid() % 1000
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port)}  # fmt: skip
+        cmd = [sys.executable, str(REPO / "steps" / "train.py"), *resumed["args"](f"node{rank}"),
+               "--device", "cpu"]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True))
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    for p, err in zip(procs, errs, strict=True):
+        assert p.returncode == 1, err[-3000:]
+        assert "ranks disagree on the training state" in err, err[-3000:]
+        assert f"rank 0 sees {tmp / 'node0'}: snapshot (" in err
+        assert f"rank 1 sees {tmp / 'node1'}: no training state; resume point: cannot load" in err
+        assert "shared by every node" in err
+    assert not (tmp / "node1" / "checkpoint.4").exists()
+    assert load_checkpoint(tmp / "node0" / "snapshot")["step"] == 12  # untouched

@@ -419,7 +419,8 @@ class Trainer:
                         "(data or jconfig changed); resume from a checkpoint.N instead"
                     )
                 start = self.start_batch
-                runner.epoch_sums.copy_(torch.tensor(self.resumed_sums or [0.0, 0.0]))
+                sums = torch.tensor(self.resumed_sums or [0.0, 0.0], dtype=torch.float64)
+                runner.epoch_sums.copy_(sums)
             mine = shard_for_rank(order, info.rank, info.world_size, self.tc["ddp_pad"])
             n = len(mine)
             if n == 0:
