@@ -96,9 +96,17 @@ fi
 [ -n "$source_mix_ratio" ] || source_mix_ratio=0
 mkdir -p "$exp_dir"
 stage_times=$exp_dir/stage_seconds.tsv
+# multi-node (--torchrun-opts "... --node-rank R ..."): nodes other than 0 run only stage 3 (the
+# stages before and after it write the shared output_dir/exp_dir once, on node 0)
+node_rank=$(sed -n 's/.*--node[-_]rank[= ]*\([0-9][0-9]*\).*/\1/p' <<< "$torchrun_opts")
+node_rank=${node_rank:-0}
 run_stage() {  # run_stage N NAME: true when stage N is selected; prints a banner
   local n=$1 name=$2
   if [ "$stage" -le "$n" ] && [ "$stop_stage" -ge "$n" ]; then
+    if [ "$node_rank" != 0 ] && [ "$n" != 3 ]; then
+      echo "==== stage $n: $name: skipped on node $node_rank (node 0 runs it) ===="
+      return 1
+    fi
     echo "==== stage $n: $name ($(date '+%F %T')) ===="
     stage_start=$SECONDS; stage_name="$n-$name"
     return 0
@@ -191,7 +199,7 @@ if run_stage 3 train; then
   [ "$num_gpu" -le 0 ] || device=cuda
   # shellcheck disable=SC2086
   torchrun $torchrun_opts --nproc-per-node "$nproc" steps/train.py \
-    --config "$train_config" --json-dir "$json_dir" --json-nj "$json_nj" --exp-dir "$exp_dir" \
+    --config "$train_config" --json-dir "$json_dir" --exp-dir "$exp_dir" \
     --epochs "$epochs" --base-model "$base_model" --resume "$resume" --device "$device" \
     "${mix_opts[@]}"
   end_stage

@@ -52,8 +52,20 @@ def test_flat_layout_equals_nested(tmp_path: Path) -> None:
     assert load_train_config(_write(tmp_path, raw)) == load_train_config(SEED)
 
 
-def test_conf_finetune_is_the_seed_config() -> None:
-    assert load_train_config(REPO / "conf" / "finetune.yaml") == load_train_config(SEED)
+def test_conf_finetune_is_the_seed_config_but_the_schedule_and_amp() -> None:
+    ours = load_train_config(REPO / "conf" / "finetune.yaml")
+    seed = load_train_config(SEED)
+    # the fine-tuning schedule (issue 11): warmup to half the base's peak, from update 0
+    assert ours["opti_config"]["name"] == "warmup_decay" and ours["opti_config"]["lr"] == "auto"
+    assert ours["train_config"]["noam_restart"] is True and ours["train_config"]["amp"] == "auto"
+    assert seed["opti_config"]["name"] == "noam" and seed["train_config"]["amp"] == "off"
+    changed = {"amp", "noam_restart"}
+    assert {k: v for k, v in ours["train_config"].items() if k not in changed} == {
+        k: v for k, v in seed["train_config"].items() if k not in changed
+    }
+    for section in seed:
+        if section not in ("opti_config", "train_config"):
+            assert ours[section] == seed[section], section
 
 
 @pytest.mark.parametrize(
