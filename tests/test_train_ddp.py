@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -179,7 +180,9 @@ def test_ranks_with_different_exp_dir_states_fail_naming_both(resumed: dict) -> 
     """A per-node exp_dir (not shared storage): node 0 holds a snapshot, node 1 nothing. Rank
     0's resume decision is broadcast; rank 1 cannot follow it; both stop and say why."""
     tmp = resumed["tmp"]
-    port = 29500 + os.getpid() % 1000
+    with socket.socket() as sock:  # a free port for the two ranks' rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     procs = []
     for rank in (0, 1):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank),

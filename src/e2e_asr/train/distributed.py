@@ -124,6 +124,13 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def shutdown(info: DistInfo) -> None:
-    if info.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(info: DistInfo, failed: bool = False) -> None:
+    """Leave the process group. After a failure under NCCL the group is left to the process
+    exit instead: ``destroy_process_group`` can wait for the failed step's in-flight
+    collectives until the watchdog fires (minutes), while torchrun should stop the other ranks
+    now. gloo has no such wait."""
+    if not (info.distributed and dist.is_initialized()):
+        return
+    if failed and dist.get_backend() == "nccl":
+        return
+    dist.destroy_process_group()

@@ -597,6 +597,7 @@ def run(args: TrainArgs) -> int:
     rank = int(os.environ.get("RANK", "0") or 0)
     setup_logging(rank == 0, args.exp_dir / "train.log")
     info: DistInfo | None = None
+    failed = True
     try:
         cfg = load_config(args)  # the one read of the yaml; every part gets this dict
         info = init_distributed(args.device, float(cfg["train_config"]["ddp_timeout"]))
@@ -610,6 +611,7 @@ def run(args: TrainArgs) -> int:
             trainer.cfg,
         )
         trainer.fit()
+        failed = False
     except KeyboardInterrupt:
         log.error(
             "rank %d: interrupted; re-run the same command to resume from the newest "
@@ -626,6 +628,6 @@ def run(args: TrainArgs) -> int:
     finally:
         if info is not None:
             with contextlib.suppress(Exception):
-                shutdown(info)
+                shutdown(info, failed)
         close_logging()
     return 0
