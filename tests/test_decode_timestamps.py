@@ -13,7 +13,7 @@ from conftest import REPO
 from decode_fixtures import exported, write_wavs
 from model_fixtures import one_thread  # noqa: F401  (autouse fixture)
 
-from e2e_asr.decode.alignment import ctc_forced_align, token_times
+from e2e_asr.decode.alignment import ctc_forced_align, refine_spans, token_times
 
 V = 6
 
@@ -55,6 +55,24 @@ def test_token_times_and_confidences() -> None:
     # unalignable: evenly spread, confidence 0
     tt = token_times(lp[:2], [2, 3, 4], frame_seconds=0.04)
     assert [t.confidence for t in tt] == [0.0, 0.0, 0.0] and tt[-1].start > tt[0].start
+
+
+def test_spikes_are_widened_to_the_speech_around_them() -> None:
+    # 10 ms frames: silence, a word at frames 10-29, silence, two joined sounds at 50-89
+    energy = np.full(100, 1.0)
+    energy[10:30] = 10.0
+    energy[50:90] = 10.0
+    spans = refine_spans([(20, 24), (60, 64), (80, 84)], energy)
+    # bounded by silence on both sides (within the 3-frame smoothing of the energy)
+    assert abs(spans[0][0] - 10) <= 1 and abs(spans[0][1] - 30) <= 1
+    assert abs(spans[1][0] - 50) <= 1 and abs(spans[2][1] - 90) <= 1
+    assert spans[1][1] == spans[2][0] == (64 + 80 + 1) // 2  # joined: the midpoint
+    # through token_times: 4x subsampling, spikes at encoder frames 5 and 15
+    lp = _lp([{2: 0.9} if t == 5 else {3: 0.9} if t == 15 else {} for t in range(25)])
+    tt = token_times(lp, [2, 3], frame_seconds=0.04, energy=energy, subsampling=4)
+    assert tt[0].start == pytest.approx(0.10, abs=0.011)
+    assert tt[1].start == pytest.approx(0.50, abs=0.011)
+    assert tt[0].duration == pytest.approx(0.20, abs=0.021)  # frames 10 .. 30
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,11 @@ are aligned to the utterance's CTC log-posteriors with the Viterbi algorithm ove
 topology (optional blanks between tokens, a blank required between two equal tokens). Each
 token then covers the encoder frames the best path spends on it:
 
-- ``start``: the time of its first frame, ``duration``: until its last frame ends (CTC tokens
-  are spiky, so this is often one encoder frame, 40 ms at 4x subsampling);
+- ``start``, ``duration``: CTC tokens are spikes (often one encoder frame, 40 ms at 4x
+  subsampling) somewhere inside their sound; given the frame energies of the input features,
+  each spike is widened to the speech around it, bounded by silence or, between joined
+  sounds, by the midpoint to the neighbouring spike (``refine_spans``); without them, the
+  spike's own frames;
 - ``confidence``: the mean posterior of the token over its frames (in [0, 1]).
 
 A hypothesis that cannot be aligned (more frames needed than the utterance has, which only
@@ -88,10 +91,15 @@ def token_times(
     tokens: list[int],
     frame_seconds: float,
     blank: int = 0,
+    energy: Any = None,
+    subsampling: int = 1,
 ) -> list[TokenTime]:
     """Start, duration and confidence of each token (see the module docstring).
 
     ``frame_seconds`` is the time step of one row of ``log_probs`` (frame shift x subsampling).
+    With ``energy`` (per input feature frame, e.g. the log mel energy of fbank features, and
+    ``subsampling`` input frames per row of ``log_probs``), each token's span is widened from
+    its CTC spike to the speech around it (``refine_spans``).
     """
     lp = np.asarray(log_probs, dtype=np.float64)
     T = lp.shape[0]
@@ -104,10 +112,51 @@ def token_times(
             TokenTime(tok, i * step * frame_seconds, step * frame_seconds, 0.0)
             for i, tok in enumerate(tokens)
         ]
-    out = []
+    spans, conf = [], []
     for i, tok in enumerate(tokens):
         frames = np.flatnonzero(path == i)
-        first, last = int(frames[0]), int(frames[-1])
-        conf = float(np.exp(lp[frames, tok]).mean())
-        out.append(TokenTime(tok, first * frame_seconds, (last + 1 - first) * frame_seconds, conf))
+        spans.append((int(frames[0]), int(frames[-1]) + 1))
+        conf.append(float(np.exp(lp[frames, tok]).mean()))
+    step = frame_seconds
+    if energy is not None and subsampling > 0:
+        e = np.asarray(energy, dtype=np.float64)
+        spans = refine_spans([(a * subsampling, b * subsampling) for a, b in spans], e)
+        step = frame_seconds / subsampling
+    return [
+        TokenTime(tok, a * step, (b - a) * step, c)
+        for tok, (a, b), c in zip(tokens, spans, conf, strict=True)
+    ]
+
+
+def refine_spans(spans: list[tuple[int, int]], energy: np.ndarray) -> list[tuple[int, int]]:
+    """Widen CTC spike spans (input-frame [start, end) pairs, in order) to the speech around
+    them.
+
+    CTC emits a token on one or two frames somewhere inside its sound, so the spike alone says
+    little about where the sound begins and ends. Between two spikes, the frame energy tells:
+    a token starts after the last silent frame before its spike and ends at the first silent
+    frame after it (silent: below 30% of the way from the utterance's quiet to loud energy,
+    5th to 95th percentile, over a 3-frame average); when no silent frame separates two
+    spikes (sounds joined), the boundary is the midpoint between them.
+    """
+    n = energy.shape[0]
+    if not spans or n == 0:
+        return spans
+    e = np.convolve(energy, np.ones(3) / 3, mode="same") if n >= 3 else energy
+    lo, hi = np.percentile(e, 5), np.percentile(e, 95)
+    silent = e < lo + 0.3 * (hi - lo)
+    out = []
+    for k, (a, b) in enumerate(spans):
+        a, b = min(a, n - 1), min(max(b, a + 1), n)
+        prev_end = min(spans[k - 1][1], n) if k > 0 else 0
+        next_start = min(spans[k + 1][0], n) if k + 1 < len(spans) else n
+        start = a
+        if not silent[a]:
+            quiet = np.flatnonzero(silent[prev_end:a])
+            start = prev_end + int(quiet[-1]) + 1 if quiet.size else (prev_end + a) // 2
+        end = b
+        if not silent[b - 1]:
+            quiet = np.flatnonzero(silent[b:next_start])
+            end = b + int(quiet[0]) if quiet.size else (b + next_start + 1) // 2
+        out.append((start, max(end, start + 1)))
     return out

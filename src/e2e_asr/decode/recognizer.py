@@ -178,10 +178,21 @@ class Recognizer:
         CTC forced alignment of the final hypothesis (``e2e_asr.decode.alignment``)."""
         posteriors: dict[int, np.ndarray] = {}
         hyps = self._decode(items, posteriors)
-        return [
-            (ids, token_times(posteriors[i], ids, self.frame_seconds) if i in posteriors else [])
-            for i, ids in enumerate(hyps)
-        ]
+        out = []
+        for i, ids in enumerate(hyps):
+            if i not in posteriors:
+                out.append((ids, []))
+                continue
+            energy = None
+            if self.feature_config.type == "fbank":  # log mel energy per 10 ms frame
+                f = items[i][1].astype(np.float64)
+                m = f.max(axis=1, keepdims=True)
+                energy = (m + np.log(np.exp(f - m).sum(axis=1, keepdims=True)))[:, 0]
+            tt = token_times(
+                posteriors[i], ids, self.frame_seconds, energy=energy, subsampling=self.subsampling
+            )
+            out.append((ids, tt))
+        return out
 
     def _decode(
         self, items: Sequence[tuple[str, np.ndarray]], posteriors: dict[int, np.ndarray] | None
