@@ -35,8 +35,10 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     same dir, fsync, rename), then persist the rename."""
     path = Path(path)
     try:
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+        # through a Python file object: a full disk then surfaces as the OSError (ENOSPC) of a
+        # write, whereas torch's own file writer may only report "unexpected pos"
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            torch.save(payload, fh)
     except BaseException as e:
         cause = _os_error(e)
         if cause is None:
