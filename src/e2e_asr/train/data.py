@@ -378,8 +378,8 @@ def clean_keys(
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # one summary line below instead of one per chunk
     try:
-        for i in range(0, len(keys), 20000):
-            part, counts = clean_data(MetaView(index, keys[i : i + 20000]), jconfig, subsample)
+        for i in range(0, len(keys), 2000):
+            part, counts = clean_data(MetaView(index, keys[i : i + 2000]), jconfig, subsample)
             kept.extend(part)
             for k, v in counts.items():
                 total[k] = total.get(k, 0) + v
