@@ -90,10 +90,12 @@ for s in "${chosen[@]}"; do
   fi
   echo "==== compare: $name (source mix ratio $ratio; ${overrides:-no overrides}) ===="
   conf=$out_dir/conf/$name.yaml
-  # shellcheck disable=SC2086
-  local/demo/compare_finetune.py write-config "$base_config" "$conf" $overrides
-  ./run.sh "${run_opts[@]}" --exp-dir "$exp" --stage 3 --stop-stage 4 \
-    --train-config "$conf" --source-mix-ratio "$ratio"
+  if [ ! -f "$exp/model.avg" ]; then  # stage 4 writes it after a finished stage 3
+    # shellcheck disable=SC2086
+    local/demo/compare_finetune.py write-config "$base_config" "$conf" $overrides
+    ./run.sh "${run_opts[@]}" --exp-dir "$exp" --stage 3 --stop-stage 4 \
+      --train-config "$conf" --source-mix-ratio "$ratio"
+  fi
   decode_sets "$exp/model.avg" "$exp"
 done
 
