@@ -36,7 +36,7 @@ from e2e_asr.train.compile import compile_blocks
 from e2e_asr.train.config import load_train_config
 from e2e_asr.train.optimizer import build_optimizer
 from e2e_asr.train.precision import Precision, cpu_bf16_flags
-from e2e_asr.train.scheduler import build_schedule
+from e2e_asr.train.scheduler import build_schedule, resolve_auto_lr
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,8 +110,9 @@ def measure(a: argparse.Namespace, cfg: dict[str, Any], precision: str) -> dict[
     model = build_model(mc, cfg["criterion_config"]).train()
     if a.compile:
         compile_blocks(model)
-    opt = build_optimizer(model, cfg["opti_config"], {})
-    sched = build_schedule(opt, cfg["opti_config"], step=25000)
+    opti, _ = resolve_auto_lr(cfg["opti_config"], None)  # lr: auto -> its no-base value
+    opt = build_optimizer(model, opti, {})
+    sched = build_schedule(opt, opti, step=25000)
     params = [q for q in model.parameters() if q.requires_grad]
     feats = torch.randn(a.batch_size, a.frames, mc["idim"])
     lens = torch.full((a.batch_size,), a.frames, dtype=torch.int64)
@@ -206,20 +207,20 @@ def main() -> None:
         "compiled": a.compile,
         "cpu_native_bf16": ", ".join(flags) if flags else "no (bf16 is emulated: slow)",
     }
+    for k, v in result.items():
+        print(f"{k}: {v}", flush=True)
     for precision in [x.strip() for x in a.precisions.split(",") if x.strip()]:
         if precision not in ("fp32", "bf16"):
             raise SystemExit(f"--precisions: {precision!r} is not fp32 or bf16")
         result[precision] = measure(a, cfg, precision)
+        for kk, vv in result[precision].items():  # as soon as measured (bf16 may be slow)
+            print(f"{precision}.{kk}: {vv}", flush=True)
     if "fp32" in result and "bf16" in result:
         result["bf16_speedup_vs_fp32"] = round(
             result["bf16"]["frames_per_s"] / result["fp32"]["frames_per_s"], 2
         )
-    for k, v in result.items():
-        if isinstance(v, dict):
-            for kk, vv in v.items():
-                print(f"{k}.{kk}: {vv}")
-        else:
-            print(f"{k}: {v}")
+    if "bf16_speedup_vs_fp32" in result:
+        print(f"bf16_speedup_vs_fp32: {result['bf16_speedup_vs_fp32']}")
     if a.json is not None:
         a.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
 

@@ -129,6 +129,11 @@ def build_schedule(
             step=step,
         )
     if name == "warmup_decay":
+        if opti_config["lr"] == "auto":
+            raise ValueError(
+                "opti_config.lr: auto is resolved against the base model first "
+                "(scheduler.resolve_auto_lr)"
+            )
         return WarmupDecaySchedule(
             optimizer,
             opti_config["lr"],
