@@ -77,10 +77,14 @@ def test_table_counts_parameters_and_checks_the_goal(tmp_path: Path, capsys) -> 
     args = ["table", "--out-dir", str(tmp_path)]
     for s in settings:
         args += ["--setting", s]
-    assert compare_finetune.main(args) == 0
+    assert compare_finetune.main(args + ["--conditions", "fine-tuning 2 epochs"]) == 0
     md = (tmp_path / "COMPARE.md").read_text()
     assert md == capsys.readouterr().out.rstrip("\n") + "\n"
+    assert "fine-tuning 2 epochs." in md
     data = json.loads((tmp_path / "compare.json").read_text())
+    # the table is a function of compare.json (README's block is rendered from it)
+    assert compare_finetune.main(["render", str(tmp_path / "compare.json")]) == 0
+    assert md.endswith(capsys.readouterr().out)
     rows = {r["name"]: r for r in data["settings"]}
     assert data["base"] == {"target_test": 90.0, "source_test": 20.0}
     assert rows["full"]["trainable"] == n_full == rows["full"]["total"]
@@ -105,3 +109,23 @@ def test_table_names_a_missing_result(tmp_path: Path) -> None:
     _result(tmp_path / "base" / "decode" / "target_test", 90.0)
     with pytest.raises(SystemExit, match="source_test/result.json"):
         compare_finetune.main(["table", "--out-dir", str(tmp_path), "--setting", "full 0"])
+
+
+README_NO_COMPARE = (
+    "No comparison has been recorded with the current code yet (`local/demo/compare.json` is "
+    "absent).\n"
+)
+
+
+def test_readme_compare_block_is_rendered_from_compare_json() -> None:
+    """README's comparison table is `compare_finetune.py render local/demo/compare.json`, the
+    compare.json a run of compare_finetune.sh wrote; never typed in."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    head = "<!-- demo-compare: local/demo/compare_finetune.py render local/demo/compare.json -->\n"
+    assert text.count(head) == 1 and text.count("<!-- /demo-compare -->") == 1
+    block = text.split(head, 1)[1].split("<!-- /demo-compare -->", 1)[0]
+    path = ROOT / "local" / "demo" / "compare.json"
+    if path.is_file():
+        assert block == compare_finetune.render(json.loads(path.read_text(encoding="utf-8")))
+    else:
+        assert block == README_NO_COMPARE

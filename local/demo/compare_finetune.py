@@ -12,6 +12,9 @@
       (trainable parameters = the tensors the optimizer holds moments for); writes
       DIR/COMPARE.md and DIR/compare.json and prints the table.
 
+  compare_finetune.py render COMPARE_JSON
+      The table of a compare.json as markdown (README's block is this output).
+
 The goal checked for each setting, against the reference setting (full fine-tuning): the
 source-test CER rise over the base model is at most half of the reference's, and the target
 CER at most 1.1 x the reference's.
@@ -98,7 +101,13 @@ def _fmt_params(n: int) -> str:
     return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n / 1e3:.1f} k"
 
 
-def table(out_dir: Path, settings: list[dict[str, Any]], sets: list[str], reference: str) -> int:
+def table(
+    out_dir: Path,
+    settings: list[dict[str, Any]],
+    sets: list[str],
+    reference: str,
+    conditions: str = "",
+) -> int:
     base = {s: _cer(out_dir / "base" / "decode" / s / "result.json") for s in sets}
     rows = []
     for st in settings:
@@ -125,14 +134,36 @@ def table(out_dir: Path, settings: list[dict[str, Any]], sets: list[str], refere
                 r["source_rise"] <= RISE_SHARE * max(ref_rise, 0.0)
                 and r["cer"][target] <= TARGET_FACTOR * ref["cer"][target]
             )
+    data = {
+        "written": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "host": socket.gethostname(),
+        "conditions": conditions,
+        "sets": sets,
+        "base": base,
+        "reference": reference,
+        "settings": rows,
+    }
+    (out_dir / "compare.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    md = "# Fine-tuning settings compared on the demo\n\n" + render(data)
+    (out_dir / "COMPARE.md").write_text(md, encoding="utf-8")
+    print(md)
+    return 0
+
+
+def render(data: dict[str, Any]) -> str:
+    """The markdown table (and what each setting is) of a ``compare.json``."""
+    target, source = data["sets"]
+    base, reference = data["base"], data["reference"]
     head = (
         f"| setting | trainable params | train time (s) | {target} CER | {source} CER | "
         f"{source} rise | goal |"
     )
     lines = [head, "|---|---:|---:|---:|---:|---:|:---:|"]
     lines.append(f"| base model | - | - | {base[target]:.2f} | {base[source]:.2f} | - | |")
-    for r in rows:
-        goal = {None: "ref" if r is ref else "", True: "yes", False: "no"}[r["meets_goal"]]
+    for r in data["settings"]:
+        goal = {None: "", True: "yes", False: "no"}[r["meets_goal"]]
+        if r["name"] == reference:
+            goal = "ref"
         share = 100 * r["trainable"] / r["total"]
         lines.append(
             f"| {r['name']} | {_fmt_params(r['trainable'])} ({share:.1f}%)"
@@ -142,18 +173,16 @@ def table(out_dir: Path, settings: list[dict[str, Any]], sets: list[str], refere
     what = [
         f"- `{r['name']}`: source mix ratio {r['mix_ratio']:g}; "
         f"{' '.join(f'`{o}`' for o in r['overrides']) or 'the demo training yaml as is'}"
-        for r in rows
+        for r in data["settings"]
     ]
-    md = "\n".join(
+    conditions = f" {data['conditions']}." if data.get("conditions") else ""
+    return "\n".join(
         [
-            "# Fine-tuning settings compared on the demo",
-            "",
-            f"Written by `local/demo/compare_finetune.sh` on {socket.gethostname()}, "
-            f"{time.strftime('%Y-%m-%d %H:%M %Z')}. CER in % (total edits / reference "
-            f"characters); rise = CER minus the base model's; goal (against `{reference}`): "
-            f"{source} rise at most {RISE_SHARE:g} x its rise and {target} CER at most "
-            f"{TARGET_FACTOR:g} x its CER. Train time is stage 3's wall clock on a machine "
-            "that may have been shared.",
+            f"Written by `local/demo/compare_finetune.sh` on {data['host']}, "
+            f"{data['written']}.{conditions} CER in % (total edits / reference characters); "
+            f"rise = CER minus the base model's; goal (against `{reference}`): {source} rise at "
+            f"most {RISE_SHARE:g} x its rise and {target} CER at most {TARGET_FACTOR:g} x its "
+            "CER. Train time is stage 3's wall clock on a machine that may have been shared.",
             "",
             *lines,
             "",
@@ -163,13 +192,6 @@ def table(out_dir: Path, settings: list[dict[str, Any]], sets: list[str], refere
             "",
         ]
     )
-    (out_dir / "COMPARE.md").write_text(md, encoding="utf-8")
-    (out_dir / "compare.json").write_text(
-        json.dumps({"base": base, "reference": reference, "settings": rows}, indent=1) + "\n",
-        encoding="utf-8",
-    )
-    print(md)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     t.add_argument("--sets", nargs=2, default=["target_test", "source_test"])
     t.add_argument("--reference", default="full")
+    t.add_argument("--conditions", default="", help="how it was run (base, epochs, decoding)")
+    r = sub.add_parser("render", help="print the markdown of a compare.json")
+    r.add_argument("json", type=Path)
     a = p.parse_args(argv)
     if a.cmd == "write-config":
         try:
@@ -194,7 +219,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"compare_finetune.py: {exc}", file=sys.stderr)
             return 1
         return 0
-    return table(a.out_dir, [parse_setting(s) for s in a.setting], a.sets, a.reference)
+    if a.cmd == "render":
+        print(render(json.loads(a.json.read_text(encoding="utf-8"))), end="")
+        return 0
+    return table(
+        a.out_dir, [parse_setting(s) for s in a.setting], a.sets, a.reference, a.conditions
+    )
 
 
 if __name__ == "__main__":
