@@ -45,7 +45,7 @@ decode_mode=attention_rescoring  # ctc_greedy | ctc_prefix_beam | attention | at
 decode_base=true             # also decode the base model, for the before/after table
 hotwords=                    # phrase file (one a line, optional " :score"): stage 6 adds a
                              # finetuned_hotwords decode and the phrases' recall for all models
-hotword_score=               # bonus per matched hotword token (empty: decode config's, 2.0)
+hotword_score=               # bonus per matched hotword token (empty: decode config's, 1.0)
 # ---- embedded demo ---------------------------------------------------------------------
 demo_dir=exp/demo
 demo_finetune_epochs=8       # demo: epochs of fine-tuning after the base model's last epoch

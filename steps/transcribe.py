@@ -6,7 +6,7 @@
 
 One line per input, in input order; for WAV arguments the utterance id is the file name
 without its extension. Decoding options come from the package's decode.yaml and can be
-overridden here (e.g. --hotwords FILE --hotword-score 2.0). An input that cannot be read is
+overridden here (e.g. --hotwords FILE --hotword-score 1.5). An input that cannot be read is
 reported on stderr, printed with an empty text, and makes the exit status 1.
 
 --output-format ctm prints Kaldi CTM lines, one per token:

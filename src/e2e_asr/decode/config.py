@@ -32,7 +32,7 @@ class DecodeConfig:
     # hotword biasing (ctc_prefix_beam, attention_rescoring): a phrase file and the default
     # per-token bonus of its phrases (see e2e_asr.decode.context_graph)
     hotwords: str | None = None
-    hotword_score: float = 2.0
+    hotword_score: float = 1.0
     # seed keys kept for compatibility: an LM is not supported, char_num checks the vocabulary
     lm_rate: float = 0.0
     char_num: int | None = None
@@ -139,7 +139,7 @@ def add_decode_arguments(parser: Any) -> None:
         "(modes ctc_prefix_beam, attention_rescoring)",
     )
     g.add_argument(
-        "--hotword-score", type=float, help="bonus per matched token of a hotword (default 2.0)"
+        "--hotword-score", type=float, help="bonus per matched token of a hotword (default 1.0)"
     )
 
 
