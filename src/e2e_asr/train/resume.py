@@ -31,20 +31,18 @@ import hashlib
 import json
 import logging
 import random
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from e2e_asr.model.checkpoint import CheckpointError, load_checkpoint
+from e2e_asr.model.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from e2e_asr.train.distributed import DistInfo, broadcast_object, gather_objects
 from e2e_asr.train.errors import TrainError
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_RE = re.compile(r"^checkpoint\.(\d+)$")
 SNAPSHOT_NAME = "snapshot"
 # train_config keys that do not change what is trained: they may differ on resume
 OPERATIONAL_KEYS = frozenset(
@@ -158,16 +156,6 @@ def run_fingerprint(
 
 
 # ----------------------------------------------------------------------------- discovery
-def list_checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
-    """``(N, path)`` of every ``checkpoint.N``, newest epoch first."""
-    found = []
-    for p in exp_dir.glob("checkpoint.*"):
-        m = CHECKPOINT_RE.match(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return sorted(found, reverse=True)
-
-
 def _try_load(path: Path) -> dict[str, Any] | None:
     try:
         payload = load_checkpoint(path)
