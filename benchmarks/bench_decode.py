@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 import numpy as np
 import torch
 

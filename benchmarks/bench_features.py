@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 import kaldi_native_fbank as knf
 import kaldiio
 import numpy as np

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 from e2e_asr.data.augment import AugmentConfig, augment_data_dir
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 from e2e_asr.export.average import AverageError, average_checkpoints
 from e2e_asr.model.checkpoint import CheckpointError
 

@@ -28,6 +28,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 from e2e_asr.decode.config import add_decode_arguments, overrides_from_args
 
 RUNNER = Path(__file__).resolve().parent.parent / "utils" / "run.py"

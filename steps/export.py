@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 import torch
 
 

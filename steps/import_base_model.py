@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 import torch
 
 from e2e_asr.data.units import write_units

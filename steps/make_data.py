@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 from e2e_asr.data.prepare import make_data_dir
 from e2e_asr.data.validate import DataConfig
 

@@ -12,6 +12,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 from e2e_asr.data.feature_jobs import FeatureJobError, make_feats
 from e2e_asr.data.features import FeatureConfig, FeatureError
 

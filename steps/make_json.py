@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 from e2e_asr.data.jsonprep import JsonPrepError, prepare_json
 from e2e_asr.data.units import UnitsError, read_units
 from e2e_asr.model.checkpoint import CheckpointError, base_model_info

@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 from e2e_asr.data.io import atomic_write_text
 from e2e_asr.decode import report
 

@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 from e2e_asr.data.datadir import DataDirError, iter_kv
 from e2e_asr.data.units import build_units, write_units
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)

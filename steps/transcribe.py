@@ -22,6 +22,8 @@ import argparse
 import json
 import sys
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 from e2e_asr.decode.config import add_decode_arguments, overrides_from_args
 
 

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
+tools/setup.sh --demo   # espeak-ng: the demo tests synthesise speech
 . ./path.sh
 set +e
 python -m pytest -q "$@"

@@ -130,3 +130,27 @@ def test_cli(tmp_path: Path, capsys) -> None:
     main = runpy.run_path(str(REPO / "steps/average_checkpoints.py"))["main"]
     assert main([str(tmp_path / "nope"), "1", "4", "--out", str(tmp_path / "x")]) == 1
     assert "no such directory" in capsys.readouterr().err
+
+
+def test_plan_follows_the_run_and_refuses_what_it_cannot_produce() -> None:
+    from e2e_asr.export.average import plan_average
+
+    # base checkpoint.29, --epochs 40: the last 3 trained epochs by default
+    assert plan_average(29, 40) == (38, 41)
+    # a short run (--epochs 31) averages what it trains, never the base's epochs
+    assert plan_average(29, 31) == (30, 32)
+    assert plan_average(29, 40, last=1) == (40, 41)
+    # explicit: seed semantics kept (37 40 -> 37, 38, 39)
+    assert plan_average(29, 40, 37, 40) == (37, 40)
+    assert plan_average(29, 40, num=5) == 5
+    # the seed defaults with a run that ends at 16 (issue 11): refused, with what to give
+    with pytest.raises(AverageError, match=r"trains epochs 11..16; give --avg-start 14 --avg-end 17"):
+        plan_average(10, 16, 37, 40)
+    with pytest.raises(AverageError, match="averages checkpoint.28..29"):
+        plan_average(29, 40, 28, 30)  # checkpoint.28 is not this run's
+    with pytest.raises(AverageError, match="--avg-num 4: this run trains only 2"):
+        plan_average(29, 31, num=4)
+    with pytest.raises(AverageError, match="trains nothing"):
+        plan_average(29, 29)
+    with pytest.raises(AverageError, match="both"):
+        plan_average(29, 40, 37, None)

@@ -1,4 +1,5 @@
-"""egs/aishell on a tiny fake AISHELL-1 tree: stages 0-2 with every key accounted for."""
+"""egs/aishell on a tiny fake AISHELL-1 tree: stages 0-2 with every key accounted for, features
+taken from the base model's own config (no --feat-config)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,11 @@ def _fake_aishell(root: Path) -> Path:
 
 
 def test_aishell_recipe_stages_0_to_2(tmp_path: Path) -> None:
+    from decode_fixtures import write_checkpoint
+
     corpus = _fake_aishell(tmp_path)
     out = tmp_path / "out"
+    base = write_checkpoint(tmp_path / "checkpoint.1")  # 20-bin fbank, its own units
     env = dict(
         os.environ,
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -62,8 +66,8 @@ def test_aishell_recipe_stages_0_to_2(tmp_path: Path) -> None:
             "1",
             "--json-nj",
             "2",
-            "--feat-config",
-            "conf/fbank.yaml",
+            "--base-model",
+            str(base),
         ],
         cwd=REPO / "egs" / "aishell",
         capture_output=True,
@@ -94,7 +98,7 @@ def test_aishell_recipe_stages_0_to_2(tmp_path: Path) -> None:
     ]
     e = train["BAC009S0002W0000"]
     assert e["output"][0]["token"] == "今 天 天 气 很 好"
-    assert e["input"][0]["shape"][1] == 80
+    assert e["input"][0]["shape"][1] == 20  # the base model's 20-bin fbank
     for name in ("cmvn.ark", "units.txt", "feature.yaml", "oov.txt"):
         assert (js / name).is_file()
     # re-running is safe and skips finished feature jobs
@@ -111,8 +115,8 @@ def test_aishell_recipe_stages_0_to_2(tmp_path: Path) -> None:
             "1",
             "--nj",
             "1",
-            "--feat-config",
-            "conf/fbank.yaml",
+            "--base-model",
+            str(base),
         ],
         cwd=REPO / "egs" / "aishell",
         capture_output=True,
@@ -121,4 +125,4 @@ def test_aishell_recipe_stages_0_to_2(tmp_path: Path) -> None:
         check=False,
     )
     assert res2.returncode == 0, res2.stderr
-    assert res2.stdout.count("all 1 jobs already done") == 3
+    assert res2.stdout.count("all 1 jobs already done") == 2  # train, dev (test: at stage 6)

@@ -132,3 +132,70 @@ def test_recipe_scripts_are_executable() -> None:
                REPO / "tests/run.sh", REPO / ".ci/run"]
     not_executable = [str(p.relative_to(REPO)) for p in scripts if not os.access(p, os.X_OK)]
     assert not not_executable, f"not executable: {not_executable}"
+
+
+def test_parse_options_records_what_the_command_line_gave(tmp_path: Path) -> None:
+    # demo settings (a defaults file) never replace a value given on the command line, even one
+    # equal to the default
+    defaults = tmp_path / "demo.conf"
+    defaults.write_text("epochs=+8\ntrain_config=conf/demo_finetune.yaml\nmix=0.5\n")
+    script = tmp_path / "r.sh"
+    script.write_text(textwrap.dedent(f"""\
+        #!/usr/bin/env bash
+        set -euo pipefail
+        epochs=40; train_config=conf/finetune.yaml; mix=0
+        . {REPO}/utils/parse_options.sh
+        apply_defaults {defaults}
+        echo "epochs=$epochs train_config=$train_config mix=$mix"
+        """))
+    script.chmod(0o755)
+    out = run_cmd([str(script), "--epochs", "40", "--mix", "0"], check=True)
+    assert out.stdout.strip() == "epochs=40 train_config=conf/demo_finetune.yaml mix=0"
+    out = run_cmd([str(script)], check=True)
+    assert out.stdout.strip() == "epochs=+8 train_config=conf/demo_finetune.yaml mix=0.5"
+
+
+def test_run_sh_demo_mode_keeps_explicit_values(tmp_path: Path) -> None:
+    # an empty stage range runs nothing; the demo settings line shows what would be used
+    common = ["./run.sh", "--stage", "5", "--stop-stage", "4", "--exp-dir", str(tmp_path)]
+    out = run_cmd([*common, "--epochs", "40", "--train-config", "conf/finetune.yaml",
+                   "--source-mix-ratio", "0", "--avg-start", "37", "--avg-end", "40"],
+                  check=True)
+    assert ("train_config=conf/finetune.yaml epochs=40 source_mix_ratio=0 avg_start=37 "
+            "avg_end=40") in out.stdout
+    out = run_cmd(common, check=True)
+    assert "train_config=conf/demo_finetune.yaml epochs=+8 source_mix_ratio=0.5" in out.stdout
+
+
+def test_cmd_options_are_parsed_before_cmd_sh_uses_them(tmp_path: Path) -> None:
+    # cmd.sh is sourced after the options: --cmd-backend is used, not silently ignored
+    out = run_cmd(["./run.sh", "--stage", "5", "--stop-stage", "4", "--cmd-backend", "bogus",
+                   "--exp-dir", str(tmp_path)])
+    assert out.returncode != 0 and "bogus" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_checkpoint_paths_of_the_wrong_kind_are_named() -> None:
+    import pytest as _pytest
+
+    from e2e_asr.model.checkpoint import CheckpointError, load_checkpoint
+
+    with _pytest.raises(CheckpointError, match="is a directory; give a checkpoint file"):
+        load_checkpoint(REPO / "conf")
+    with _pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        load_checkpoint(REPO / "conf" / "decode.yaml")
+
+
+def test_egs_outputs_are_git_ignored_and_stages_have_one_implementation() -> None:
+    import subprocess
+
+    for path in ("egs/aishell/exp/output/data/train/text", "egs/aishell/exp/finetune/model.avg",
+                 "exp/finetune/model.avg"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0, path
+    # the stage logic lives in utils/stages.sh; the recipes only set variables and source it
+    for recipe in (REPO / "run.sh", REPO / "egs/aishell/run.sh"):
+        text = recipe.read_text()
+        assert ". utils/stages.sh; exit 0" in text
+        for step in ("make_feats.py", "make_json.py", "train.py", "average_checkpoints.py",
+                     "export.py", "decode.py"):
+            assert step not in text, f"{recipe.name} calls {step} itself"

@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
 # One-command environment setup; idempotent and fast when everything is present.
-#   - system tools: espeak-ng (demo corpus) and sox (audio conversion); installed with apt when
-#     running as root, otherwise the exact command is printed and setup stops.
-#   - .venv with Python 3.11 and this package installed editable with its pinned dependencies.
-#     A stamp holding the hash of pyproject.toml skips pip when nothing changed.
+#   tools/setup.sh          .venv with Python 3.11 and this package installed editable with its
+#                           pinned dependencies (a stamp holding the hash of pyproject.toml
+#                           skips pip when nothing changed). No system package is needed for
+#                           your own data: sox is asked for by stage 0 only when some audio must
+#                           be resampled or downmixed.
+#   tools/setup.sh --demo   also espeak-ng, which only the embedded demo uses (to synthesise its
+#                           corpus): installed with apt-get when running as root, otherwise one
+#                           line says what to install.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-missing=()
-for tool in espeak-ng sox; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+if [ "${1:-}" = --demo ]; then
+  command -v espeak-ng >/dev/null 2>&1 && exit 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing ${missing[*]} with apt-get"
+    echo "setup: installing espeak-ng (the demo's speech synthesiser) with apt-get"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    echo "setup: missing system packages: ${missing[*]}" >&2
-    echo "setup: install them, then re-run: sudo apt-get install -y ${missing[*]}" >&2
-    exit 1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+    exit 0
   fi
+  echo "setup: the demo needs espeak-ng to synthesise its corpus: sudo apt-get install -y espeak-ng (your own data needs no system package)" >&2
+  exit 1
+elif [ $# -gt 0 ]; then
+  echo "setup: unknown argument '$1' (usage: tools/setup.sh [--demo])" >&2
+  exit 1
 fi
 
 python_bin="${PYTHON:-}"

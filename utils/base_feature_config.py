@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 import yaml
 
 from e2e_asr.data.features import FeatureConfig, FeatureError, feature_mismatch

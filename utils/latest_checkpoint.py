@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 from e2e_asr.model.checkpoint import CheckpointError, latest_checkpoint
 
 

@@ -7,6 +7,21 @@
 # `--help` prints $help_message, then each variable named in the array `recipe_vars` with its
 # current value, then the `recipe_stages` array ("N: name" entries), and exits 0.
 # Positional arguments after the options are left in "$@".
+# The names of the variables set on the command line are kept in `cmdline_vars` (a string of
+# " name " entries): `given_on_command_line NAME` tests it, and `apply_defaults FILE` sources a
+# file of defaults (e.g. the demo's conf/demo.conf) without replacing any of those values.
+
+cmdline_vars=${cmdline_vars:-" "}
+given_on_command_line() { [[ "$cmdline_vars" == *" $1 "* ]]; }
+apply_defaults() {  # apply_defaults FILE: source FILE, keep every value given on the command line
+  local _ad_saved=() _ad_v _ad_s
+  for _ad_v in $cmdline_vars; do _ad_saved+=("$_ad_v=${!_ad_v}"); done
+  # shellcheck disable=SC1090
+  . "$1"
+  for _ad_s in ${_ad_saved[@]+"${_ad_saved[@]}"}; do
+    printf -v "${_ad_s%%=*}" '%s' "${_ad_s#*=}"
+  done
+}
 
 _po_print_help() {
   [ -n "${help_message:-}" ] && printf '%s\n' "$help_message"
@@ -64,6 +79,7 @@ while true; do
         fi
       fi
       printf -v "$_po_name" '%s' "$2"
+      given_on_command_line "$_po_name" || cmdline_vars+="$_po_name "
       shift 2 ;;
     *) break ;;
   esac

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 _JOB_RANGE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(\d+):(\d+)$")
 
 

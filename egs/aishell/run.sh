@@ -1,99 +1,86 @@
 #!/usr/bin/env bash
-# AISHELL-1 recipe: the example to copy for a new dataset.
-# Stages 0-2 (data) run here with the top-level steps/; stages 3-6 (train, average, export,
-# decode) are the top-level ../../run.sh, given the json this recipe prepared.
-#
+# AISHELL-1 fine-tuning recipe, Kaldi style: the example to copy for a new dataset.
 #   ./run.sh --corpus-dir /path/to/data_aishell --base-model /path/to/checkpoint.29
-#   ./run.sh --corpus-dir /path/to/data_aishell --stop-stage 2          # data only
+#   ./run.sh --corpus-dir /path/to/data_aishell --base-model ... --stop-stage 2   # data only
+# local/prepare_aishell.py turns the corpus as distributed (wav/{train,dev,test}/<spk>/*.wav or
+# <spk>.tar.gz, transcript/aishell_transcript_v0.8.txt) into the inputs of stage 0; stages 0-6
+# are the same as the top-level run.sh's (utils/stages.sh, one implementation for both), with
+# the same variables. For another corpus: cp -r egs/aishell egs/mydata, rewrite local/ and
+# local_data_prep below, edit the variables.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-stage=0
-stop_stage=6
-corpus_dir=/path/to/data_aishell   # holds wav/{train,dev,test}/<spk>/*.wav and transcript/
-output_dir=exp_data                # data/<set>/ and preparejson/split_train_dev/ go here
-exp_dir=exp                        # training output (stages 3-6)
-base_model=""                      # checkpoint to fine-tune; empty: units from the train text
-train_config=../../conf/finetune.yaml
-feat_config=conf/mfcc_hires.yaml   # the seed's features; conf/fbank.yaml for 80-dim fbank
-data_config=conf/data.yaml
-augment=false                      # true: add speed/noise/... copies of train (conf/augment.yaml)
-nj=4                               # feature jobs per set
-json_nj=8
-num_utt_percent=50                 # unused: AISHELL has its own dev set
-epochs=40
-avg_start=37
-avg_end=40
-num_gpu=0                          # GPUs (0: CPU)
+# ---- what to run -----------------------------------------------------------------------
+stage=0               # first stage to run (0 data, 1 features, 2 json, 3 train, ...)
+stop_stage=6          # last stage to run
+# ---- the corpus and the base model -----------------------------------------------------
+corpus_dir=/path/to/data_aishell  # holds wav/{train,dev,test}/<spk>/*.wav and transcript/
+base_model=           # checkpoint.N to fine-tune (its units, CMVN and feature config are used)
+# ---- outputs (git-ignored) -------------------------------------------------------------
+output_dir=exp/output # data dirs, features and json (${output_dir}/preparejson/split_train_dev)
+exp_dir=exp/finetune  # checkpoints, logs, averaged and exported models, decoding results
+# ---- data preparation ------------------------------------------------------------------
+data_config=conf/data.yaml   # text normalisation and duration limits
+feat_config=                 # empty: the base model's own feature config (kept identical)
+augment_config=              # e.g. conf/augment.yaml for speed perturbation and noise copies
+num_utt_percent=50           # unused here: AISHELL has its own dev set
+json_nj=8                    # number of train json files
+nj=4                         # parallel feature/decoding jobs
+extend_units=false           # true: characters unknown to the base model become new units
+speaker_from=dir             # AISHELL: the speaker is the audio's folder name
+# ---- training --------------------------------------------------------------------------
+train_config=conf/finetune.yaml
+num_gpu=0                    # GPUs per node (0: CPU, one process); CUDA_VISIBLE_DEVICES picks them
+torchrun_opts="--standalone" # multi-node: "--nnodes 2 --node-rank 0 --rdzv-endpoint HOST:PORT"
+epochs=40                    # last epoch: base checkpoint.29 trains 30..40; +N: N epochs more
+resume=auto                  # auto: continue from the newest valid snapshot in exp_dir
+source_json_dir=             # source-domain json dir mixed into each epoch (avoid forgetting)
+source_mix_ratio=0           # source utterances per epoch, as a share of the target train set
+# ---- averaging, export, decoding -------------------------------------------------------
+avg_start=                   # average checkpoint.avg_start .. checkpoint.(avg_end-1) (seed: 37 40);
+avg_end=                     # empty: the last avg_last epochs this run trains
+avg_last=3                   # default averaging: the last 3 trained epochs (fewer if fewer)
+avg_num=0                    # >0: average the avg_num best checkpoints by dev CER instead
+decode_config=conf/decode.yaml
+decode_mode=attention_rescoring  # ctc_greedy | ctc_prefix_beam | attention | attention_rescoring
+decode_base=true             # also decode the base model, for the before/after table
+hotwords=                    # phrase file (one a line, optional " :score"): stage 6 adds a
+                             # finetuned_hotwords decode and the phrases' recall for all models
+hotword_score=               # bonus per matched hotword token (empty: decode config's, 1.0)
+# ---- job launchers (cmd.sh) ------------------------------------------------------------
+cmd_backend=local            # local: jobs on this machine
+max_jobs_run=                # parallel jobs at most (empty: the number of cores)
 
-recipe_vars=(stage stop_stage corpus_dir output_dir exp_dir base_model train_config feat_config
-             data_config augment nj json_nj num_utt_percent epochs avg_start avg_end num_gpu)
-recipe_stages=("0: data dirs (train dev test) + rejects.tsv" "1: features" "2: cmvn, units, json"
-               "3-6: ../../run.sh (train, average, export, decode)")
-help_message="Usage: $0 [--name value ...]   AISHELL-1 fine-tuning recipe"
+recipe_vars=(stage stop_stage corpus_dir base_model output_dir exp_dir data_config feat_config
+  augment_config num_utt_percent json_nj nj extend_units speaker_from train_config num_gpu
+  torchrun_opts epochs resume source_json_dir source_mix_ratio avg_start avg_end avg_last avg_num
+  decode_config decode_mode decode_base hotwords hotword_score cmd_backend max_jobs_run)
+recipe_stages=("0: data      local/prepare_aishell.py, then train/dev/test Kaldi data dirs + rejects.tsv"
+  "1: features  feats.scp / utt2num_frames (kaldiio arks), nj parallel jobs"
+  "2: json      CMVN, units of the base model, ESPnet json split into json_nj files + dev"
+  "3: train     torchrun DDP fine-tuning from base_model -> exp_dir/checkpoint.N"
+  "4: average   the last avg_last epochs, avg_start..avg_end-1, or avg_num best -> model.avg"
+  "5: export    exp_dir/export: model.pt, ONNX fp32 + int8, parity-checked"
+  "6: decode    CER with PyTorch, ONNX fp32 and int8 on dev and test; results table")
+help_message="Usage: $0 --corpus-dir DIR --base-model CHECKPOINT [--name value ...]
+AISHELL-1 fine-tuning recipe (stages 0-6 as in the top-level run.sh)."
 
-[ -f ./path.sh ] && . ./path.sh
-train_cmd="${PYTHON:-python3} utils/run.py --max-jobs-run 2"
-[ -f ./cmd.sh ] && . ./cmd.sh
 . utils/parse_options.sh
+[ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (options are --name value)" >&2; exit 1; }
 
-python=${PYTHON:-python3}
-data=$output_dir/data
-json_dir=$output_dir/preparejson/split_train_dev
-
-if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
-  echo "stage 0: data dirs from $corpus_dir"
-  $python local/prepare_aishell.py --corpus-dir "$corpus_dir" --out-dir "$data/local"
-  for set in train dev test; do
-    echo "  $set:"
-    $python steps/make_data.py --wav-dir "$corpus_dir/wav/$set" \
-      --transcript "$data/local/$set/transcript.txt" --out-dir "$data/$set" \
-      --config "$data_config" --speaker-from dir
-  done
-  if [ "$augment" = true ]; then
-    $python steps/augment_data.py --data-dir "$data/train" --out-dir "$data/train_aug" \
-      --config conf/augment.yaml
-  fi
+# The corpus -> the inputs of stage 0 (the only AISHELL-specific part).
+if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ] && [ ! -d "$corpus_dir" ]; then
+  echo "$0: --corpus-dir $corpus_dir: no such directory (the data_aishell folder)" >&2
+  exit 1
 fi
+corpus_lists=$output_dir/data/local
+wav_dir=$corpus_dir/wav/train;     transcript=$corpus_lists/train/transcript.txt
+dev_wav_dir=$corpus_dir/wav/dev;   dev_transcript=$corpus_lists/dev/transcript.txt
+test_sets="test:$corpus_dir/wav/test:$corpus_lists/test/transcript.txt"
+local_data_prep() {  # called by stage 0 before the data dirs are made
+  local/prepare_aishell.py --corpus-dir "$corpus_dir" --out-dir "$corpus_lists"
+}
 
-train_set=train
-[ "$augment" = true ] && train_set=train_aug
-
-if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  echo "stage 1: features ($feat_config)"
-  for set in $train_set dev test; do
-    $python steps/make_feats.py --data-dir "$data/$set" --feat-config "$feat_config" \
-      --nj "$nj" --cmd "$train_cmd"
-  done
-fi
-
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  echo "stage 2: json -> $json_dir"
-  config_opt=()
-  [ -f "$train_config" ] && config_opt=(--config "$train_config")
-  if [ -n "$base_model" ]; then
-    units_opt=(--base-model "$base_model")
-  else
-    $python steps/make_units.py --data-dir "$data/$train_set" --out "$data/units.txt"
-    units_opt=(--units "$data/units.txt")
-  fi
-  $python steps/make_json.py --data-dir "$data/$train_set" --dev-data-dir "$data/dev" \
-    --out-dir "$json_dir" "${units_opt[@]}" --json-nj "$json_nj" \
-    --num-utt-percent "$num_utt_percent" "${config_opt[@]}"
-fi
-
-if [ "$stop_stage" -ge 3 ]; then
-  [ -n "$base_model" ] || { echo "$0: stages 3-6 need --base-model" >&2; exit 1; }
-  first=$(( stage > 3 ? stage : 3 ))
-  echo "stages $first-$stop_stage: ../../run.sh"
-  # ../../run.sh works in the repo root: give it absolute paths. dev and test are the data
-  # dirs made above (${output_dir}/data/{dev,test}); stage 6 decodes both.
-  corpus=$(realpath "$corpus_dir")
-  ../../run.sh --stage "$first" --stop-stage "$stop_stage" \
-    --output-dir "$(realpath -m "$output_dir")" --exp-dir "$(realpath -m "$exp_dir")" \
-    --base-model "$(realpath "$base_model")" --train-config "$(realpath -m "$train_config")" \
-    --dev-wav-dir "$corpus/wav/dev" --dev-transcript "$(realpath -m "$data/local/dev/transcript.txt")" \
-    --test-sets "test:$corpus/wav/test:$(realpath -m "$data/local/test/transcript.txt")" \
-    --json-nj "$json_nj" --epochs "$epochs" --avg-start "$avg_start" --avg-end "$avg_end" \
-    --num-gpu "$num_gpu" --nj "$nj"
-fi
+# On one line, so that bash has read it before the stages run: editing this file during a
+# run cannot break the run.
+. utils/stages.sh; exit 0

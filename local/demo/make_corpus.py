@@ -37,6 +37,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 import numpy as np
 import soundfile as sf
 from scipy.signal import butter, resample_poly, sosfilt

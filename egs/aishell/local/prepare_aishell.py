@@ -15,6 +15,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 from e2e_asr.data.adapters import find_audio
 from e2e_asr.data.io import atomic_open, atomic_write_text
 

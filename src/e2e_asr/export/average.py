@@ -211,3 +211,48 @@ def average_checkpoints(
         raise AverageError("give START END, or --num N [--best-by dev_cer|dev_loss]")
     save_checkpoint(out, average_payloads(paths))
     return paths
+
+
+def plan_average(
+    base_epoch: int,
+    epochs: int,
+    start: int | None = None,
+    end: int | None = None,
+    num: int = 0,
+    last: int = 3,
+) -> tuple[int, int] | int:
+    """What stage 4 will average in a run that trains epochs ``base_epoch+1 .. epochs``,
+    decided before training starts: ``(start, end)`` (seed semantics, start..end-1) or, with
+    ``num > 0``, ``num`` (the N best by dev CER). Without an explicit range, the last ``last``
+    trained epochs (all of them when the run trains fewer). A range the run cannot produce is
+    an ``AverageError`` that says what to give instead."""
+    first = base_epoch + 1
+    if epochs < first:
+        raise AverageError(
+            f"--epochs {epochs} trains nothing: the base model is epoch {base_epoch}; "
+            f"give --epochs {base_epoch + 10} (or any number above {base_epoch})"
+        )
+    trained = epochs - base_epoch
+    if num > 0:
+        if (start, end) != (None, None):
+            raise AverageError("give either --avg-num N or --avg-start/--avg-end, not both")
+        if num > trained:
+            raise AverageError(
+                f"--avg-num {num}: this run trains only {trained} epoch(s) "
+                f"({first}..{epochs}); give --avg-num {trained} or raise --epochs"
+            )
+        return num
+    if start is None and end is None:
+        if last < 1:
+            raise AverageError(f"--avg-last {last}: must be >= 1")
+        return max(first, epochs - last + 1), epochs + 1
+    if start is None or end is None:
+        raise AverageError("give both --avg-start and --avg-end (or neither: the last epochs)")
+    if end <= start or start < first or end > epochs + 1:
+        n = min(max(end - start, 1), trained)
+        raise AverageError(
+            f"--avg-start {start} --avg-end {end} averages checkpoint.{start}..{end - 1}, but "
+            f"this run trains epochs {first}..{epochs}; give --avg-start {epochs - n + 1} "
+            f"--avg-end {epochs + 1}, or leave both empty to average the last epochs"
+        )
+    return start, end

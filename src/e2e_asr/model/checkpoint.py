@@ -90,8 +90,26 @@ def _verify_zip_crc(path: Path) -> None:
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a payload on CPU with `weights_only=True`; `CheckpointError` if unusable."""
     path = Path(path)
+    if path.is_dir():
+        newest = sorted(
+            (int(m.group(1)), p.name)
+            for p in path.iterdir()
+            if (m := CHECKPOINT_RE.match(p.name)) and p.is_file()
+        )
+        hint = f" (newest there: {path / newest[-1][1]})" if newest else ""
+        raise CheckpointError(
+            f"checkpoint {path}: is a directory; give a checkpoint file, e.g. {path}/checkpoint.N"
+            + hint
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
+        raise CheckpointError(
+            f"checkpoint {path}: not a PyTorch checkpoint (neither a torch.save zip nor a "
+            "pickle; a text or other file?)"
+        )
     _verify_zip_crc(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)

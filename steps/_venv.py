@@ -1,0 +1,1 @@
+../utils/_venv.py
