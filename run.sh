@@ -51,8 +51,8 @@ hotwords=                    # phrase file (one a line, optional " :score"): sta
                              # finetuned_hotwords decode and the phrases' recall for all models
 hotword_score=               # bonus per matched hotword token (empty: decode config's, 1.0)
 # ---- job launchers (cmd.sh) ------------------------------------------------------------
-cmd_backend=local            # local: jobs on this machine
-max_jobs_run=                # parallel jobs at most (empty: the number of cores)
+cmd_backend=${cmd_backend:-local}  # local: this machine | slurm: utils/slurm.py (conf/slurm.conf)
+max_jobs_run=${max_jobs_run:-}     # parallel jobs at most (empty: the backend's default)
 # ---- embedded demo ---------------------------------------------------------------------
 demo_dir=exp/demo
 demo_finetune_epochs=8       # demo: epochs of fine-tuning after the base model's last epoch

@@ -3,6 +3,7 @@
 
   plan_run.py --base-model CKPT --epochs E|+N [--avg-start S --avg-end E | --avg-num N]
               [--avg-last L] [--exp-dir DIR] [--prog run.sh]
+  plan_run.py --base-model CKPT --no-plan         (only the load check; prints base_epoch=N)
 
 Loads the base model once (a wrong path, a directory or a file that is not a checkpoint is
 named as such), resolves ``--epochs +N`` (N epochs after the base), and decides what stage 4
@@ -28,7 +29,8 @@ def _int_or_none(s: str) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--base-model", default="")
-    p.add_argument("--epochs", required=True)
+    p.add_argument("--epochs", default="")
+    p.add_argument("--no-plan", action="store_true", help="only load the base model")
     p.add_argument("--avg-start", default="")
     p.add_argument("--avg-end", default="")
     p.add_argument("--avg-num", default="0")
@@ -55,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         if not have:
             return fail("give --base-model (the checkpoint.N to fine-tune)")
         base_epoch = min(have) - 1
+    if a.no_plan:
+        print(f"base_epoch={base_epoch}")
+        return 0
+    if not a.epochs.strip():
+        return fail("give --epochs (the last epoch to train, or +N)")
     try:
         e = a.epochs.strip()
         epochs = base_epoch + int(e[1:]) if e.startswith("+") else int(e)

@@ -62,15 +62,24 @@ fi
 # The base model is loaded once here (a wrong path or a file that is not a checkpoint fails in
 # seconds), --epochs +N is resolved, and the averaging range is decided (and refused when this
 # run cannot produce it) before training starts.
+plan_run() {  # loads the base model; with stage 3 or 4 selected, also plans epochs/averaging
+  local plan_opts=(--no-plan)
+  if selected 3 || selected 4; then
+    plan_opts=(--epochs "$epochs" --avg-start "$avg_start" --avg-end "$avg_end"
+      --avg-num "$avg_num" --avg-last "$avg_last")
+  fi
+  plan=$(plan_run.py --prog "$0" --base-model "$base_model" --exp-dir "$exp_dir" \
+    "${plan_opts[@]}") || exit 1
+  for kv in $plan; do printf -v "${kv%%=*}" '%s' "${kv#*=}"; done
+  if selected 3 || selected 4; then
+    echo "$0: base model epoch $base_epoch; training epochs $((base_epoch + 1))..$epochs;" \
+      "averaging $([ "$avg_num" -gt 0 ] && echo "the $avg_num best by dev CER" ||
+        echo "checkpoint.$avg_start..$((avg_end - 1))")"
+  fi
+}
 if ! $demo && { selected 1 || selected 2 || selected 3 || selected 4 || selected 6; } &&
    { [ -n "$base_model" ] || selected 4; }; then
-  plan=$(plan_run.py --prog "$0" --base-model "$base_model" --epochs "$epochs" \
-    --avg-start "$avg_start" --avg-end "$avg_end" --avg-num "$avg_num" --avg-last "$avg_last" \
-    --exp-dir "$exp_dir") || exit 1
-  for kv in $plan; do printf -v "${kv%%=*}" '%s' "${kv#*=}"; done
-  echo "$0: base model epoch $base_epoch; training epochs $((base_epoch + 1))..$epochs;" \
-    "averaging $([ "$avg_num" -gt 0 ] && echo "the $avg_num best by dev CER" ||
-      echo "checkpoint.$avg_start..$((avg_end - 1))")"
+  plan_run
 fi
 
 mkdir -p "$exp_dir"
@@ -124,10 +133,7 @@ fi
 if $demo && [ "$stage" -le "$stop_stage" ] && [ "$stop_stage" -ge 0 ] && [ "$stage" -le 6 ]; then
   base_model=$(latest_checkpoint.py "$demo_dir/base") ||
     die "no demo base model under $demo_dir/base; run stage -1 first (--stage -1)"
-  plan=$(plan_run.py --prog "$0" --base-model "$base_model" --epochs "$epochs" \
-    --avg-start "$avg_start" --avg-end "$avg_end" --avg-num "$avg_num" --avg-last "$avg_last" \
-    --exp-dir "$exp_dir") || exit 1
-  for kv in $plan; do printf -v "${kv%%=*}" '%s' "${kv#*=}"; done
+  plan_run
 fi
 
 if run_stage 0 data; then
