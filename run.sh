@@ -65,7 +65,8 @@ recipe_vars=(stage stop_stage wav_dir transcript dev_wav_dir dev_transcript test
   output_dir exp_dir data_config feat_config augment_config num_utt_percent json_nj nj
   extend_units speaker_from train_config num_gpu torchrun_opts epochs resume source_json_dir
   source_mix_ratio avg_start avg_end avg_last avg_num decode_config decode_mode decode_base
-  hotwords hotword_score cmd_backend max_jobs_run demo_dir demo_finetune_epochs demo_config demo_base_config
+  hotwords hotword_score cmd_backend max_jobs_run demo_dir demo_finetune_epochs demo_config
+  demo_base_config
   demo_base_epochs demo_corpus_opts)
 recipe_stages=("-1: demo (only without wav_dir/base_model): synthetic corpus + base model, cached"
   "0: data      wav_dir + transcript -> Kaldi data dirs + rejects.tsv"

@@ -144,7 +144,9 @@ def test_plan_follows_the_run_and_refuses_what_it_cannot_produce() -> None:
     assert plan_average(29, 40, 37, 40) == (37, 40)
     assert plan_average(29, 40, num=5) == 5
     # the seed defaults with a run that ends at 16 (issue 11): refused, with what to give
-    with pytest.raises(AverageError, match=r"trains epochs 11..16; give --avg-start 14 --avg-end 17"):
+    with pytest.raises(
+        AverageError, match=r"trains epochs 11..16; give --avg-start 14 --avg-end 17"
+    ):
         plan_average(10, 16, 37, 40)
     with pytest.raises(AverageError, match="averages checkpoint.28..29"):
         plan_average(29, 40, 28, 30)  # checkpoint.28 is not this run's
