@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Recipe scripts start with `import _venv` (utils/_venv.py: the project's .venv in a fresh
+# shell). Tests that load a script in-process (runpy) find it here; inside the venv it is a no-op.
+sys.path.append(str(REPO / "utils"))
 
 
 @pytest.fixture(scope="session")
