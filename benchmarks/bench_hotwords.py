@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "local" / "demo"))
 

@@ -19,6 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
+
 
 def load_set(a) -> tuple[list[tuple[str, str]], dict[str, str]]:
     """([(key, wav)], {key: reference text})"""

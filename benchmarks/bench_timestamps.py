@@ -27,6 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly

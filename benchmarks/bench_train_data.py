@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
