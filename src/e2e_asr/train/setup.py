@@ -26,7 +26,6 @@ and the model is built from ``model_config`` with ``idim``/``odim`` taken from t
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,19 +34,17 @@ from typing import Any
 import torch
 
 from e2e_asr.data.cmvn import read_cmvn
-from e2e_asr.data.features import FeatureConfig
+from e2e_asr.data.features import FeatureConfig, feature_mismatch
 from e2e_asr.data.units import SOS_EOS, read_units
 from e2e_asr.model import E2EModel, build_model
-from e2e_asr.model.checkpoint import load_checkpoint
+from e2e_asr.model.checkpoint import CheckpointError, load_checkpoint, load_weights
+from e2e_asr.model.vocab import extend_model_units
 from e2e_asr.train import lora
 from e2e_asr.train.config import set_units_dims
 from e2e_asr.train.errors import TrainError
 from e2e_asr.train.optimizer import apply_freeze
 
 log = logging.getLogger(__name__)
-
-# feature options that change what the model sees; dither only adds noise at extraction time
-_IGNORED_FEATURE_KEYS = {"dither"}
 
 
 class MismatchError(ValueError):
@@ -67,19 +64,16 @@ class ModelSetup:
     notes: list[str] = field(default_factory=list)
 
 
-def _feature_dict(d: dict[str, Any], where: str) -> dict[str, Any]:
+def check_features(
+    data_fc: FeatureConfig | dict[str, Any],
+    base_fc: FeatureConfig | dict[str, Any],
+    data_where: str,
+) -> None:
+    """The project's one feature rule (``e2e_asr.data.features.feature_mismatch``)."""
     try:
-        return FeatureConfig.from_dict(d, where).to_dict()
+        diffs = feature_mismatch(data_fc, base_fc, ("data", "base"))
     except ValueError as exc:
         raise MismatchError(str(exc)) from exc
-
-
-def check_features(data_fc: dict[str, Any], base_fc: dict[str, Any], data_where: str) -> None:
-    diffs = [
-        f"{k}: data {data_fc.get(k)!r} vs base {base_fc.get(k)!r}"
-        for k in sorted(set(data_fc) | set(base_fc))
-        if k not in _IGNORED_FEATURE_KEYS and data_fc.get(k) != base_fc.get(k)
-    ]
     if diffs:
         raise MismatchError(
             f"{data_where} does not match the base model's feature_config ({'; '.join(diffs)}). "
@@ -125,18 +119,6 @@ def _units_change(base: list[str], data: list[str], data_where: str, base_where:
         f"({len(base)} units) at id {first}: data {got!r} vs base {want!r}. Tokenize the data "
         "with the base model's units (stage 2 uses them when base_model is set)."
     )
-
-
-def _extend_units(model: E2EModel, old: list[str], new: list[str]) -> E2EModel:
-    try:
-        vocab = importlib.import_module("e2e_asr.model.vocab")
-    except ImportError as exc:
-        raise MismatchError(
-            f"the data adds {len(new) - len(old)} units to the base model's {len(old)}, but "
-            "this installation cannot grow a model's vocabulary (e2e_asr.model.vocab missing)"
-        ) from exc
-    out = vocab.extend_model_units(model, old, new)
-    return out if isinstance(out, torch.nn.Module) else model
 
 
 def _has_cmvn(state: dict[str, torch.Tensor]) -> bool:
@@ -194,7 +176,10 @@ def setup_from_base(
 
     data_fc = _load_feature_yaml(json_dir / "feature.yaml")
     if payload.get("feature_config"):
-        base_fc = _feature_dict(payload["feature_config"], f"{where} feature_config")
+        try:
+            base_fc = FeatureConfig.from_dict(payload["feature_config"], f"{where} feature_config")
+        except ValueError as exc:
+            raise MismatchError(str(exc)) from exc
         check_features(data_fc, base_fc, str(json_dir / "feature.yaml"))
     else:
         notes.append(f"{where} records no feature_config; feature type not checked")
@@ -208,15 +193,13 @@ def setup_from_base(
 
     set_units_dims(cfg, int(model_cfg["idim"]), len(base_units))
     model = build_model(cfg["model_config"], cfg["criterion_config"])
-    missing, unexpected = model.load_state_dict(payload["model"], strict=False)
-    if missing or unexpected:
-        raise MismatchError(
-            f"{where}: weights do not fit its own model_config "
-            f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
-        )
+    try:
+        load_weights(model, payload["model"], where)
+    except CheckpointError as exc:
+        raise MismatchError(str(exc)) from exc
     units = list(base_units)
     if grow:
-        model = _extend_units(model, list(base_units), data_units)
+        model = extend_model_units(model, list(base_units), data_units)
         if model.odim != len(data_units):
             raise MismatchError(
                 f"extend_model_units left odim {model.odim}, expected {len(data_units)}"
