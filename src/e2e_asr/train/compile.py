@@ -10,7 +10,6 @@ trigger a recompilation. Module names, and so state_dict keys, are unchanged.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 
@@ -25,7 +24,3 @@ def compile_blocks(model: nn.Module) -> int:
     if n == 0:
         raise ValueError("train_config.compile: the model has no encoder/decoder blocks")
     return n
-
-
-def compile_available() -> bool:
-    return hasattr(torch, "compile")

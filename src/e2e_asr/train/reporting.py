@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from e2e_asr.data.io import atomic_open, atomic_path
+
 log = logging.getLogger("e2e_asr.train")
 
 TRAIN_LOG = "train_log.jsonl"
@@ -146,11 +148,9 @@ class Reporter:
         records = [r for r in read_train_log(path) if r.get("epoch") != record["epoch"]]
         records.append(record)
         records.sort(key=lambda r: r["epoch"])
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with atomic_open(path, "w") as fh:
             for r in records:
                 fh.write(json.dumps(r, sort_keys=True) + "\n")
-        os.replace(tmp, path)
 
     def close(self) -> None:
         if self.tb is not None:
@@ -198,8 +198,9 @@ def plot_curves(exp_dir: Path) -> Path | None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     out = exp_dir / PLOT_NAME
-    tmp = exp_dir / f".{PLOT_NAME}.tmp.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=90)
+    finally:
+        plt.close(fig)
     return out
