@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from e2e_asr.data.features import FeatureConfig
-from e2e_asr.data.io import atomic_write_text
+from e2e_asr.data.features import FeatureConfig, feature_mismatch
+from e2e_asr.data.io import atomic_path, atomic_write_text
 from e2e_asr.data.units import write_units
 from e2e_asr.decode.onnx_scorer import ENCODER_INPUTS, ENCODER_OUTPUTS
 
@@ -54,21 +54,18 @@ def sherpa_feature_options(cfg: FeatureConfig) -> dict[str, Any]:
 
     Raises SherpaExportError for settings its feature extractor cannot produce.
     """
-    problems = []
-    if cfg.type != "fbank":
-        problems.append(
-            f"feature type {cfg.type} (sherpa-onnx's WeNet CTC path computes fbank only)"
-        )
-    if cfg.frame_length_ms != 25.0 or cfg.frame_shift_ms != 10.0:
-        problems.append(
-            f"frames of {cfg.frame_length_ms:g}/{cfg.frame_shift_ms:g} ms (sherpa-onnx: 25/10)"
-        )
-    if cfg.window_type != "povey":
-        problems.append(f"window {cfg.window_type} (sherpa-onnx: povey)")
-    if cfg.use_energy:
-        problems.append("use_energy (sherpa-onnx fbank has no energy column)")
-    if cfg.preemph_coeff != 0.97 or not cfg.round_to_power_of_two or not cfg.remove_dc_offset:
-        problems.append("preemphasis / FFT size / DC removal other than Kaldi's defaults")
+    # what sherpa-onnx's feature extractor computes: Kaldi fbank with Kaldi's defaults, except
+    # for the options it takes from its config; compared through the project's one feature rule
+    theirs = FeatureConfig(
+        type="fbank",
+        sample_rate=cfg.sample_rate,
+        num_mel_bins=cfg.num_mel_bins,
+        low_freq=cfg.low_freq,
+        high_freq=cfg.high_freq,
+        snip_edges=cfg.snip_edges,
+        dither=0.0,
+    )
+    problems = feature_mismatch(cfg, theirs, ("model", "sherpa-onnx"))
     if problems:
         raise SherpaExportError("cannot reproduce the model's features: " + "; ".join(problems))
     return {
@@ -133,13 +130,8 @@ def _renamed_graph(src: Path, vocab_size: int, subsampling: int, extra: dict[str
 def _save(model, path: Path) -> None:
     import onnx
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path, suffix=".onnx") as tmp:
         onnx.save(model, str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _check_same(src: Path, dst: Path, idim: int) -> float:
