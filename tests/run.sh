@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
 tools/setup.sh --demo   # espeak-ng: the demo tests synthesise speech
+tools/setup.sh --sox    # sox: the audio-conversion tests resample and downmix with it
 . ./path.sh
 set +e
 python -m pytest -q "$@"

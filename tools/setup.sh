@@ -8,22 +8,29 @@
 #   tools/setup.sh --demo   also espeak-ng, which only the embedded demo uses (to synthesise its
 #                           corpus): installed with apt-get when running as root, otherwise one
 #                           line says what to install.
+#   tools/setup.sh --sox    sox the same way (the tests convert audio with it).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-if [ "${1:-}" = --demo ]; then
-  command -v espeak-ng >/dev/null 2>&1 && exit 0
+# A system tool, installed only when asked for: `--demo` (espeak-ng) or `--sox` (sox).
+if [ "${1:-}" = --demo ] || [ "${1:-}" = --sox ]; then
+  if [ "$1" = --demo ]; then
+    tool=espeak-ng; why="the demo needs espeak-ng to synthesise its corpus"
+  else
+    tool=sox; why="sox converts audio (other sample rates, several channels)"
+  fi
+  command -v "$tool" >/dev/null 2>&1 && exit 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing espeak-ng (the demo's speech synthesiser) with apt-get"
+    echo "setup: installing $tool with apt-get ($why)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null
     exit 0
   fi
-  echo "setup: the demo needs espeak-ng to synthesise its corpus: sudo apt-get install -y espeak-ng (your own data needs no system package)" >&2
+  echo "setup: $why: sudo apt-get install -y $tool (your own data needs no other system package)" >&2
   exit 1
 elif [ $# -gt 0 ]; then
-  echo "setup: unknown argument '$1' (usage: tools/setup.sh [--demo])" >&2
+  echo "setup: unknown argument '$1' (usage: tools/setup.sh [--demo|--sox])" >&2
   exit 1
 fi
 
