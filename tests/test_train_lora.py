@@ -73,7 +73,7 @@ def test_config_defaults_and_validation() -> None:
     on = lora.validate_lora({"rank": 8, "alpha": 32, "target_modules": ["encoder.*"]}, "c.yaml")
     assert lora.enabled(on) and on["alpha"] == 32.0 and lora.scaling(on) == 4.0
     bad = [
-        ({"rnak": 8}, "unknown key 'train_config.lora.rnak'"),
+        ({"rnak": 8}, "unknown key 'rnak' in section 'train_config.lora'"),
         ({"rank": -1}, "rank"),
         ({"rank": 2.5}, "rank"),
         ({"rank": 4, "alpha": 0}, "alpha"),

@@ -18,6 +18,7 @@ section and the key, because a silently ignored typo in a training config costs 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from e2e_asr.data.schema import Fail, SchemaError, parse_section, to_dict
 from e2e_asr.data.specaug import TIME_WARP_MODES
 from e2e_asr.decode.config import DecodeConfig
 from e2e_asr.model.config import CriterionConfig, ModelConfig
-from e2e_asr.train.lora import LoraError, validate_lora
+from e2e_asr.train.lora import LoraSection
 from e2e_asr.train.precision import PrecisionError, normalize_amp
 
 
@@ -153,7 +154,8 @@ class TrainSection:
     # forward+backward of the largest batch first: auto (GPU) | true | false
     oom_probe: bool | Literal["auto"] = "auto"
     # low-rank adapters: {rank, alpha, dropout, target_modules}; see train/lora.py
-    lora: dict[str, Any] | None = field(default_factory=dict)
+    # (read as a LoraSection, kept as its plain dict so checkpoints hold plain data)
+    lora: LoraSection | None = field(default_factory=LoraSection)
 
     def check(self, fail: Fail) -> None:
         if self.accum_grad < 1:
@@ -162,10 +164,7 @@ class TrainSection:
             self.amp = normalize_amp(self.amp)
         except PrecisionError:
             fail("amp", f"must be auto|bf16|fp16|off (or true/false), got {self.amp!r}")
-        try:
-            self.lora = validate_lora(self.lora, "train_config")
-        except LoraError as exc:
-            fail("lora", str(exc).split(": ", 1)[-1])
+        self.lora = dataclasses.asdict(self.lora or LoraSection())
         if any(v < 0 for v in self.lr_scales.values()):
             fail("lr_scales", "must map module-name prefixes to numbers >= 0")
 

@@ -39,23 +39,43 @@ packages (~200 MB) and roughly doubles the import time, for the 30 lines below.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from e2e_asr.data.schema import Fail, parse_section
+
 # The attention projections and feed-forward layers of every encoder and decoder block;
 # not the CTC/decoder output layers (vocabulary-sized) nor the input embedding.
 DEFAULT_TARGETS = ["linear_q", "linear_k", "linear_v", "linear_out", "w_1", "w_2"]
-LORA_DEFAULTS: dict[str, Any] = {
-    "rank": 0,  # 0 = LoRA off
-    "alpha": 16.0,  # the update is scaled by alpha / rank
-    "dropout": 0.0,  # dropout on the adapters' input
-    "target_modules": DEFAULT_TARGETS,
-}
+
+
+@dataclass
+class LoraSection:
+    """``train_config.lora``, read by the project's one schema mechanism."""
+
+    rank: int = 0  # 0 = LoRA off
+    alpha: float = 16.0  # the update is scaled by alpha / rank
+    dropout: float = 0.0  # dropout on the adapters' input
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+
+    def check(self, fail: Fail) -> None:
+        if self.rank < 0:
+            fail("rank", f"must be an integer >= 0, got {self.rank!r}")
+        if self.alpha <= 0:
+            fail("alpha", f"must be a number > 0, got {self.alpha!r}")
+        if not 0 <= self.dropout < 1:
+            fail("dropout", f"must be in [0, 1), got {self.dropout!r}")
+        if not self.target_modules or not all(self.target_modules):
+            fail("target_modules", "must be a non-empty list of module names")
+
+
 ADAPTER_SUFFIXES = (".lora_A", ".lora_B")
 
 
@@ -65,37 +85,8 @@ class LoraError(ValueError):
 
 def validate_lora(given: Any, where: str) -> dict[str, Any]:
     """``train_config.lora`` filled with defaults; wrong keys/values raise ``LoraError``."""
-    if given is None:
-        given = {}
-    if not isinstance(given, dict):
-        raise LoraError(f"{where}: 'train_config.lora' must be a mapping, got {given!r}")
-    out = {**LORA_DEFAULTS, "target_modules": list(DEFAULT_TARGETS)}
-    for key, value in given.items():
-        if key not in LORA_DEFAULTS:
-            known = ", ".join(sorted(LORA_DEFAULTS))
-            raise LoraError(f"{where}: unknown key 'train_config.lora.{key}' (known: {known})")
-        out[key] = value
-    rank, alpha, dropout = out["rank"], out["alpha"], out["dropout"]
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
-        raise LoraError(f"{where}: 'train_config.lora.rank' must be an integer >= 0, got {rank!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha <= 0:
-        raise LoraError(f"{where}: 'train_config.lora.alpha' must be a number > 0, got {alpha!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise LoraError(f"{where}: 'train_config.lora.dropout' must be in [0, 1), got {dropout!r}")
-    targets = out["target_modules"]
-    if (
-        not isinstance(targets, list)
-        or not targets
-        or not all(isinstance(t, str) and t for t in targets)
-    ):
-        raise LoraError(
-            f"{where}: 'train_config.lora.target_modules' must be a non-empty list of module "
-            f"names, got {targets!r}"
-        )
-    out["alpha"] = float(alpha)
-    out["dropout"] = float(dropout)
-    out["target_modules"] = list(targets)
-    return out
+    section = parse_section(LoraSection, given, "train_config.lora", where, error=LoraError)
+    return dataclasses.asdict(section)
 
 
 def enabled(lora_cfg: dict[str, Any] | None) -> bool:
