@@ -264,8 +264,8 @@ def test_run_sh_stages_1_and_6_on_slurm_equal_local(cluster: SlurmCluster, tmp_p
         write_wav(wav_dir / f"k{i}.wav", 0.6 + 0.1 * i, seed=i)
         lines.append(f"k{i} 一二三\n")
     (tmp_path / "transcript.txt").write_text("".join(lines))
-    model = tmp_path / "model"
-    exported(model)  # model/checkpoint.1 and model/export (the tiny test model)
+    # the tiny test model: checkpoint.1 and export/ (cached for the session: another test's dir)
+    model = exported(tmp_path / "model").parent
     results = {}
     for backend in ("local", "slurm"):
         out, exp = tmp_path / backend / "out", tmp_path / backend / "exp"
