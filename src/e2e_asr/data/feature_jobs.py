@@ -28,7 +28,7 @@ import yaml
 from e2e_asr.data.audio import load_audio
 from e2e_asr.data.datadir import iter_kv, read_kv, read_segments
 from e2e_asr.data.features import FeatureConfig, compute_features
-from e2e_asr.data.io import atomic_open, atomic_write_lines, atomic_write_text
+from e2e_asr.data.io import atomic_open, atomic_write_lines, atomic_write_text, job_error_lines
 
 STATE = "state.yaml"
 
@@ -233,15 +233,7 @@ def merge_jobs(data_dir: Path, cfg: FeatureConfig, nj: int) -> tuple[int, int]:
 
 
 def _job_errors(log_dir: Path, nj: int) -> str:
-    """The error line of each failed job's log, so the reason shows without opening logs."""
-    found = []
-    for j in range(1, nj + 1):
-        try:
-            lines = (log_dir / f"make_feats.{j}.log").read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        found += [x for x in lines if x.startswith(f"feature job {j}: error:")][-1:]
-    return "".join(f"{x}; " for x in found)
+    return job_error_lines(log_dir, "make_feats", nj, "feature")
 
 
 def make_feats(

@@ -92,3 +92,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_open(path, "wb") as fh:
         fh.write(data)
+
+
+def job_error_lines(log_dir: Path, log_name: str, nj: int, what: str) -> str:
+    """The error line of each failed job's log (``{log_name}.{j}.log``, lines starting with
+    ``{what} job {j}: error:``), joined, so the reason shows without opening the logs."""
+    found = []
+    for j in range(1, nj + 1):
+        try:
+            lines = (log_dir / f"{log_name}.{j}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        found += [x for x in lines if x.startswith(f"{what} job {j}: error:")][-1:]
+    return "".join(f"{x}; " for x in found)

@@ -30,7 +30,7 @@ import yaml
 
 from e2e_asr.data.datadir import Segment, iter_kv
 from e2e_asr.data.feature_jobs import _data_digest, count_utts, iter_job_utts
-from e2e_asr.data.io import atomic_write_lines, atomic_write_text
+from e2e_asr.data.io import atomic_write_lines, atomic_write_text, job_error_lines
 from e2e_asr.decode.jobs import Item, ModelSpec
 
 STATE = "state.yaml"
@@ -184,15 +184,7 @@ def merge_jobs(out_dir: Path, nj: int) -> Merged:
 
 
 def _job_errors(log_dir: Path, nj: int) -> str:
-    """The error line of each failed job's log, so the reason shows without opening logs."""
-    found = []
-    for j in range(1, nj + 1):
-        try:
-            lines = (log_dir / f"decode.{j}.log").read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        found += [x for x in lines if x.startswith(f"decode job {j}: error:")][-1:]
-    return "".join(f"{x}; " for x in found)
+    return job_error_lines(log_dir, "decode", nj, "decode")
 
 
 def decode_data_dir(
