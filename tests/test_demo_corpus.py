@@ -86,6 +86,10 @@ def test_layout_format_and_charset(corpus: Path) -> None:
                 assert 0.5 < info.duration < 10.0
                 audio, _ = sf.read(str(d / "wav" / f"{key}.wav"))
                 assert np.max(np.abs(audio)) > 0.1  # not silence
+                # no digital silence: the longest run of exact zeros is a few samples at most
+                zero = np.concatenate([[0], (audio == 0).astype(np.int8), [0]])
+                edges = np.flatnonzero(np.diff(zero))
+                assert np.max(edges[1::2] - edges[::2], initial=0) < 20
             seen_texts.extend(trans.values())
     assert len(set(seen_texts)) == len(seen_texts), "a sentence repeats across splits"
     assert (corpus / ".done").exists()

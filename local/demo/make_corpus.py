@@ -203,6 +203,11 @@ def render(spec: UttSpec) -> str:
     audio = degrade(audio, spec)
     peak = float(np.max(np.abs(audio))) or 1.0
     audio = audio * (spec.gain / peak)
+    # A recording's noise floor (about 1 LSB of 16-bit audio): espeak-ng writes digital silence,
+    # runs of exact zeros that real recordings never have, and on which fbank implementations
+    # differ (sherpa-onnx's from Kaldi's), and which a model trained with dither never sees.
+    floor = np.random.default_rng([spec.noise_seed, 1]).standard_normal(len(audio))
+    audio = audio + (floor / 32768.0).astype(np.float32)
     path = Path(spec.path)
     with atomic_path(path, suffix=".wav") as tmp:
         sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16")
