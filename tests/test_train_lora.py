@@ -1,9 +1,12 @@
-"""LoRA adapters (e2e_asr.train.lora): only the adapters train, the merged plain model equals
-the wrapped one, and a checkpoint payload restores the wrapped model bit for bit."""
+"""LoRA adapters (e2e_asr.train.lora, on peft): only the adapters train, the merged plain model
+equals the adapted one (and peft's own merge_and_unload), a checkpoint payload restores the
+adapted model bit for bit, and a run without LoRA never imports peft."""
 
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -116,7 +119,8 @@ def test_wrapped_model_starts_equal_and_only_adapters_train(kw: dict) -> None:
     got = outputs(model)
     assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])  # B = 0 at the start
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {f"{t}.lora_{x}" for t in targets for x in "AB"}
+    assert trainable == {f"{t}.lora_{x}.default.weight" for t in targets for x in "AB"}
+    assert sorted(lora.lora_layers(model)) == sorted(targets)
     n_train, n_total = lora.count_parameters(model)
     assert n_train == sum(
         4 * (m.in_features + m.out_features) for m in lora.lora_layers(model).values()
@@ -124,13 +128,16 @@ def test_wrapped_model_starts_equal_and_only_adapters_train(kw: dict) -> None:
     assert n_train < n_total
     train_steps(model)
     after = model.state_dict()
+    # the base weights of an adapted layer live on as <m>.base_layer.weight|bias
+    unadapted = {k.replace(".base_layer.", "."): v for k, v in after.items() if ".lora_" not in k}
+    assert set(unadapted) == set(before)
     for key, value in before.items():
         # every weight and buffer of the base model is bit-identical after the updates
         # (BatchNorm statistics excepted: they follow the data in train mode)
         if "running_" in key or "num_batches_tracked" in key:
             continue
-        assert torch.equal(after[key], value), key
-    moved = [k for k in after if k.endswith(".lora_B") and after[k].abs().max() > 0]
+        assert torch.equal(unadapted[key], value), key
+    moved = [k for k in after if k.endswith(".lora_B.default.weight") and after[k].abs().max() > 0]
     assert len(moved) == len(targets)
     assert (outputs(model)[0] - ref[0]).abs().max() > 1e-3  # and they changed the model
 
@@ -143,7 +150,7 @@ def test_merged_plain_model_equals_wrapped_model(kw: dict) -> None:
     train_steps(model, n=8)
     want = outputs(model)
     merged, entry = lora.lora_payload(model, lora_cfg)
-    assert not any(k.endswith(lora.ADAPTER_SUFFIXES) for k in merged)
+    assert not any("lora_" in k or "base_layer" in k for k in merged)
     plain = tiny(**kw)
     plain.load_state_dict(merged)  # strict: the ordinary ESPnet names, nothing else
     got = outputs(plain)
@@ -155,18 +162,45 @@ def test_merged_plain_model_equals_wrapped_model(kw: dict) -> None:
         assert moved == (key in entry["base"]), key
 
 
-def test_merge_is_w_plus_scaled_b_a() -> None:
-    w = torch.randn(5, 3)
-    a, b = torch.randn(2, 3), torch.randn(5, 2)
-    out = lora.merge_lora(
-        {"m.weight": w, "m.bias": torch.zeros(5)}, {"m.lora_A": a, "m.lora_B": b}, 0.5
+def test_merge_is_peft_merge_and_equals_w_plus_scaled_b_a() -> None:
+    lora_cfg = cfg(alpha=6, target_modules=["linear_q", "w_2"])
+    model = tiny()
+    lora.apply_lora(model, lora_cfg)
+    train_steps(model, n=3)
+    merged, base = lora.merged_state(model)
+    # peft's own merge and unload, layer by layer, on a copy
+    import peft  # noqa: F401 (loaded by apply_lora)
+
+    unloaded = copy.deepcopy(model)
+    for name, layer in lora.lora_layers(unloaded).items():
+        layer.merge()
+        parent, _, child = name.rpartition(".")
+        setattr(unloaded.get_submodule(parent), child, layer.get_base_layer())
+    want = unloaded.state_dict()
+    assert set(want) == set(merged)
+    for key, value in want.items():
+        assert torch.equal(value, merged[key]), key
+    # = W + (alpha / rank) B A, and the model itself stays unmerged
+    name, layer = next(iter(lora.lora_layers(model).items()))
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    w = base[f"{name}.weight"]
+    assert b.abs().max() > 0
+    assert torch.allclose(merged[f"{name}.weight"], w + 1.5 * b.detach() @ a.detach(), atol=1e-6)
+    assert torch.equal(layer.base_layer.weight, w) and not layer.merged
+
+
+def test_a_run_without_lora_never_imports_peft() -> None:
+    code = (
+        "import sys\n"
+        "import e2e_asr.train.trainer, e2e_asr.train.setup\n"
+        "from e2e_asr.train import lora\n"
+        "assert not lora.enabled(lora.validate_lora(None, 'c'))\n"
+        "import torch\n"
+        "assert lora.lora_layers(torch.nn.Linear(2, 2)) == {}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('peft', 'transformers')))\n"
     )
-    assert torch.allclose(out["m.weight"], w + 0.5 * b @ a)
-    assert torch.equal(out["m.bias"], torch.zeros(5))
-    with pytest.raises(lora.LoraError, match="does not fit"):
-        lora.merge_lora({"m.weight": w}, {"m.lora_A": a, "m.lora_B": b.T}, 1.0)
-    with pytest.raises(lora.LoraError, match="needs both"):
-        lora.merge_lora({"m.weight": w}, {"m.lora_A": a}, 1.0)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -191,14 +225,32 @@ def test_payload_round_trip_through_a_weights_only_checkpoint(tmp_path) -> None:
     for key in want:
         assert torch.equal(want[key], got[key]), key
     assert all(torch.equal(a, b) for a, b in zip(outputs(model), outputs(again), strict=True))
+    # the adapters are stored under peft's names, the merge of the restored model = the file's
+    assert set(entry["adapters"]) == {
+        f"{m}.lora_{x}.weight" for m in lora.lora_layers(model) for x in "AB"
+    }
+    recomputed, _ = lora.merged_state(again)
+    assert all(torch.equal(recomputed[k], payload["model"][k]) for k in payload["model"])
     # training goes on identically from the restored state (same dropout stream)
     for m in (model, again):
         torch.manual_seed(5)
         train_steps(m, n=2)
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
-    # merge_payload recomputes the file's merged weights from base + adapters
-    recomputed = lora.merge_payload(payload)
-    assert all(torch.equal(recomputed[k], payload["model"][k]) for k in payload["model"])
+
+
+def test_restore_reads_the_adapter_names_of_the_hand_written_lora() -> None:
+    """Checkpoints written before peft named the adapters <m>.lora_A / <m>.lora_B."""
+    lora_cfg = cfg()
+    model = tiny()
+    lora.apply_lora(model, lora_cfg)
+    train_steps(model, n=2)
+    merged, entry = lora.lora_payload(model, lora_cfg)
+    old = {k.removesuffix(".weight"): v for k, v in entry["adapters"].items()}
+    again = tiny()
+    lora.apply_lora(again, lora_cfg)
+    lora.load_lora_payload(again, {"model": merged, "lora": {**entry, "adapters": old}}, "old")
+    want = model.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in again.state_dict().items())
 
 
 def test_restore_refuses_other_targets_rank_or_an_altered_file(tmp_path) -> None:

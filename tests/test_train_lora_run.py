@@ -143,7 +143,7 @@ def test_averaging_averages_merged_models_and_export_serves_them(runs: dict, tmp
     mean = {
         k: (a["lora"]["adapters"][k] + b["lora"]["adapters"][k]) / 2 for k in a["lora"]["adapters"]
     }
-    of_means = a["lora"]["base"][key] + s * mean[f"{m}.lora_B"] @ mean[f"{m}.lora_A"]
+    of_means = a["lora"]["base"][key] + s * mean[f"{m}.lora_B.weight"] @ mean[f"{m}.lora_A.weight"]
     assert (of_means - avg["model"][key]).abs().max() > 1e-6
 
     # export of a LoRA checkpoint: its ONNX encoder gives the adapter model's CTC outputs
