@@ -1,5 +1,6 @@
 """DDP under torchrun with 2 gloo processes on CPU: the same update as one process on the
-combined batch, and a failing rank stops the whole job (no hang) with a message naming it."""
+combined batch, a failing rank stops the whole job (no hang) with a message naming it, and a
+LoRA run keeps the ranks' (merged) models equal."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _torchrun(
-    args: list[str], env_extra: dict[str, str], timeout: float
+    args: list[str], env_extra: dict[str, str], timeout: float, script: Path | None = None
 ) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra}
     cmd = [
@@ -33,7 +34,7 @@ def _torchrun(
         "--standalone",
         "--nproc-per-node",
         "2",
-        str(REPO / "steps" / "train.py"),
+        str(script or REPO / "steps" / "train.py"),
         *args,
         "--device",
         "cpu",
@@ -134,6 +135,62 @@ def test_a_failing_rank_stops_all_ranks_with_its_name(setup: dict) -> None:
     assert "rank 1 failed" in res.stderr
     assert time.time() - t0 < 120
     assert not (tmp / "fail" / "checkpoint.5").exists()
+
+
+# a steps/train.py that, on every rank, saves that rank's merged model once training is done
+DUMP_EACH_RANK = """
+import os, runpy, sys
+import torch
+from e2e_asr.train import lora, trainer
+
+fit = trainer.Trainer.fit
+
+
+def fit_and_dump(self):
+    fit(self)
+    merged, _ = lora.merged_state(self.model)
+    torch.save(merged, os.path.join(os.environ["DUMP_DIR"], f"rank{self.info.rank}.pt"))
+
+
+trainer.Trainer.fit = fit_and_dump
+sys.argv[0] = os.environ["TRAIN_PY"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_lora_under_two_gloo_ranks_trains_and_keeps_the_ranks_equal(setup: dict) -> None:
+    tmp, data, base = setup["tmp"], setup["data"], setup["base"]
+    lora_cfg = {"rank": 4, "alpha": 8, "target_modules": ["linear_q", "linear_v", "w_1"]}
+    conf = write_config(
+        tmp / "lora.yaml", {"jconfig": {"batch_size": 1}, "train_config": {"lora": lora_cfg}}
+    )
+    script = tmp / "train_dump.py"
+    script.write_text(DUMP_EACH_RANK)
+    dump = tmp / "lora_dump"
+    dump.mkdir()
+    res = _torchrun(
+        ["--config", str(conf), "--json-dir", str(data), "--json-nj", "1",
+         "--exp-dir", str(tmp / "lora"), "--epochs", "4", "--base-model", str(base)],
+        {"DUMP_DIR": str(dump), "TRAIN_PY": str(REPO / "steps" / "train.py")},
+        timeout=180,
+        script=script,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    ck = load_checkpoint(tmp / "lora" / "checkpoint.4")
+    assert ck["step"] == 12  # 4 utterances, a batch of 1 on each of 2 ranks: 2 updates
+    ranks = [torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    start = load_checkpoint(base)["model"]
+    adapted = set(ck["lora"]["base"])
+    assert len(adapted) == 2 * 3 + 5 and set(ranks[0]) == set(ranks[1]) == set(start)
+    for key, value in start.items():
+        # the ranks saw different utterances; DDP averaged the adapters' gradients
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+        assert torch.equal(ranks[0][key], ck["model"][key]), key
+        # only the adapted layers' weights moved (BatchNorm statistics aside)
+        if "running_" not in key and "num_batches_tracked" not in key:
+            assert torch.equal(value, ck["model"][key]) != (key in adapted), key
+    n_adapter = sum(t.numel() for t in ck["lora"]["adapters"].values())
+    assert f"trainable parameters: {n_adapter} of" in (tmp / "lora" / "train.log").read_text()
 
 
 # ----------------------------------------------------------------------------- resume, 2 ranks
