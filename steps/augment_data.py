@@ -9,6 +9,7 @@ import sys
 
 import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 
+from e2e_asr.cli import report_error
 from e2e_asr.data.augment import AugmentConfig, augment_data_dir
 
 
@@ -21,8 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         counts = augment_data_dir(args.data_dir, args.out_dir, AugmentConfig.from_yaml(args.config))
     except (ValueError, FileNotFoundError) as exc:
-        print(f"augment_data.py: error: {exc}", file=sys.stderr)
-        return 1
+        return report_error("augment_data.py", exc)
     print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     return 0
 

@@ -17,6 +17,7 @@ import sys
 
 import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 
+from e2e_asr.cli import report_error
 from e2e_asr.export.average import AverageError, average_checkpoints
 from e2e_asr.model.checkpoint import CheckpointError
 
@@ -37,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = average_checkpoints(a.exp_dir, a.out, a.start, a.end, a.num, a.best_by)
     except (AverageError, CheckpointError) as e:
-        print(f"average_checkpoints: error: {e}", file=sys.stderr)
-        return 1
+        return report_error("average_checkpoints", e)
     print(f"averaged {len(paths)} checkpoints ({', '.join(q.name for q in paths)}) -> {a.out}")
     return 0
 

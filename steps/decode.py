@@ -30,6 +30,7 @@ from pathlib import Path
 
 import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 
+from e2e_asr.cli import report_error
 from e2e_asr.decode.config import add_decode_arguments, overrides_from_args
 
 RUNNER = Path(__file__).resolve().parent.parent / "utils" / "run.py"
@@ -80,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             phrases = [p for p, _, _ in read_phrases(phrase_file)]
         except HotwordError as e:
-            print(f"decode: error: {e}", file=sys.stderr)
-            return 1
+            return report_error("decode", e)
 
     spec = ModelSpec(
         model_dir=a.model_dir,
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"wav.scp/segments (first: {odd[0]})"
             )
     except (DataDirError, DecodeJobError, FeatureJobError, OSError) as e:
-        print(f"decode: error: {e}", file=sys.stderr)
-        return 1
+        return report_error("decode", e)
     out = Path(a.out_dir)
     name = a.name or out.name
     label = "torch" if a.checkpoint else a.backend + ("-int8" if a.quantized else "")

@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
 
+    from e2e_asr.cli import report_error
     from e2e_asr.data.features import FeatureError
     from e2e_asr.decode.config import DecodeConfigError
     from e2e_asr.export.package import ExportError, export_package
@@ -41,11 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta = export_package(a.checkpoint, a.out_dir, a.decode_config, not a.no_quantize)
     except ParityError as e:
-        print(f"export: PARITY FAILED: {e}", file=sys.stderr)
-        return 1
+        return report_error("export", e, label="PARITY FAILED")
     except (ExportError, CheckpointError, DecodeConfigError, FeatureError, OSError) as e:
-        print(f"export: error: {e}", file=sys.stderr)
-        return 1
+        return report_error("export", e)
     fp32 = meta["parity_fp32"]["max_abs_diff"]
     line = f"exported {a.checkpoint} -> {a.out_dir}; fp32 max abs diff {max(fp32.values()):.2e}"
     if meta["parity_int8"]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 import torch
 
+from e2e_asr.cli import report_error
 from e2e_asr.data.units import write_units
 from e2e_asr.model.checkpoint import save_checkpoint
 from e2e_asr.model.importers import FORMATS, BaseModelImportError, import_base_model
@@ -65,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         model = result.build()
     except (BaseModelImportError, ConfigError) as e:
-        print(f"import_base_model.py: error: {e}", file=sys.stderr)
-        return 1
+        return report_error("import_base_model.py", e)
     # A forward pass on noise: catches NaN/inf weights before a training run does.
     with torch.no_grad():
         idim = result.model_config["idim"]

@@ -8,6 +8,7 @@ import sys
 
 import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 
+from e2e_asr.cli import report_error
 from e2e_asr.data.prepare import make_data_dir
 from e2e_asr.data.validate import DataConfig
 
@@ -50,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             speaker_from=args.speaker_from,
         )
     except (FileNotFoundError, ValueError) as exc:
-        print(f"make_data.py: error: {exc}", file=sys.stderr)
-        return 1
+        return report_error("make_data.py", exc)
     print(report.summary())
     bad_enc = report.rejects["non_utf8"]
     if bad_enc and bad_enc * 2 >= sum(report.rejects.values()) + report.accepted:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 
+from e2e_asr.cli import report_error
 from e2e_asr.data.feature_jobs import FeatureJobError, make_feats
 from e2e_asr.data.features import FeatureConfig, FeatureError
 
@@ -39,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = FeatureConfig.from_yaml(args.feat_config)
         n, frames = make_feats(args.data_dir, cfg, args.nj, cmd)
     except (FeatureJobError, FeatureError, FileNotFoundError) as exc:
-        print(f"make_feats.py: error: {exc}", file=sys.stderr)
-        return 1
+        return report_error("make_feats.py", exc)
     hours = frames * cfg.frame_shift_ms / 1000 / 3600
     print(
         f"{n} utterances, {frames} frames ({hours:.2f} h), {cfg.type} dim {cfg.dim} -> "

@@ -12,6 +12,7 @@ import sys
 
 import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 
+from e2e_asr.cli import report_error
 from e2e_asr.data.jsonprep import JsonPrepError, prepare_json
 from e2e_asr.data.units import UnitsError, read_units
 from e2e_asr.model.checkpoint import CheckpointError, base_model_info
@@ -67,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             log=lambda s: print(s, flush=True),
         )
     except (JsonPrepError, CheckpointError, UnitsError, FileNotFoundError, ValueError) as exc:
-        print(f"make_json.py: error: {exc}", file=sys.stderr)
-        return 1
+        return report_error("make_json.py", exc)
     return 0
 
 

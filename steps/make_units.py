@@ -10,6 +10,7 @@ from pathlib import Path
 
 import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 
+from e2e_asr.cli import report_error
 from e2e_asr.data.datadir import DataDirError, iter_kv
 from e2e_asr.data.units import build_units, write_units
 
@@ -26,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         units = build_units(t for _, t in iter_kv(text, allow_empty_value=True))
     except DataDirError as exc:
-        print(f"make_units.py: error: {exc}", file=sys.stderr)
-        return 1
+        return report_error("make_units.py", exc)
     write_units(args.out, units)
     print(f"{len(units)} units -> {args.out}")
     return 0

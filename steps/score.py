@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = p.parse_args(argv)
 
+    from e2e_asr.cli import report_error
     from e2e_asr.data.datadir import DataDirError
     from e2e_asr.decode.report import (
         AGREE_MIN_PERCENT,
@@ -51,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ha, hb = (read_text(f"{d}/hyp.txt") for d in a.agree)
         except (DataDirError, OSError) as e:
-            print(f"score: error: {e}", file=sys.stderr)
-            return 1
+            return report_error("score", e)
         threshold = AGREE_MIN_PERCENT if a.min_agree is None else a.min_agree
         ok, line = check_agreement(ha, hb, threshold)
         print(f"{a.agree[0]} vs {a.agree[1]}: {line}", file=sys.stdout if ok else sys.stderr)
@@ -64,16 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(summary_table(a.table))
         except ValueError as e:
-            print(f"score: error: {e}", file=sys.stderr)
-            return 1
+            return report_error("score", e)
         return 0
     if not (a.ref and a.hyp):
         p.error("give --ref and --hyp, or --table DIR...")
     try:
         refs, hyps = read_text(a.ref), read_text(a.hyp)
     except (DataDirError, OSError) as e:
-        print(f"score: error: {e}", file=sys.stderr)
-        return 1
+        return report_error("score", e)
     score = write_results(a.out_dir, refs, hyps) if a.out_dir else score_corpus(refs, hyps)
     if score.extra:
         print(

@@ -24,6 +24,7 @@ import sys
 
 import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 
+from e2e_asr.cli import report_error
 from e2e_asr.decode.config import add_decode_arguments, overrides_from_args
 
 
@@ -72,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         times = a.output_format != "text"
         res = run_job(spec, items, a.threads, verbose=False, times=times)
     except (DataDirError, DecodeConfigError, RecognizerError, CheckpointError, OSError) as e:
-        print(f"transcribe: error: {e}", file=sys.stderr)
-        return 1
+        return report_error("transcribe", e)
     for it in items:
         text = res.hyps.get(it.key, "")
         if a.output_format == "text":

@@ -13,6 +13,7 @@ from pathlib import Path
 import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 import yaml
 
+from e2e_asr.cli import report_error
 from e2e_asr.data.features import FeatureConfig, FeatureError, feature_mismatch
 from e2e_asr.data.io import atomic_write_text
 from e2e_asr.model.checkpoint import CheckpointError, base_model_info
@@ -32,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _, feature_config = base_model_info(args.checkpoint)
     except CheckpointError as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 1
+        return report_error(PROG, err, label=None)
     if not feature_config:
         if args.check:
             print(f"{PROG}: {args.checkpoint} records no feature config; {args.check} is "
@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             diff = feature_mismatch(FeatureConfig.from_yaml(args.check), feature_config,
                                     (str(args.check), "base model"))  # fmt: skip
         except (OSError, FeatureError) as err:
-            print(f"{PROG}: {err}", file=sys.stderr)
-            return 1
+            return report_error(PROG, err, label=None)
         if diff:
             print(f"{PROG}: {args.check} does not fit the features {args.checkpoint} was "
                   f"trained on ({'; '.join(diff)}); leave --feat-config empty to use the base "

@@ -39,18 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prog", default="plan_run.py")
     a = p.parse_args(argv)
 
+    from e2e_asr.cli import report_error
     from e2e_asr.export.average import AverageError, list_checkpoints, plan_average
     from e2e_asr.model.checkpoint import CheckpointError, load_checkpoint
 
-    def fail(msg: str) -> int:
-        print(f"{a.prog}: {msg}", file=sys.stderr)
-        return 1
+    def fail(msg: str | Exception, context: str = "") -> int:
+        return report_error(a.prog, msg, label=None, context=context)
 
     if a.base_model:
         try:
             payload = load_checkpoint(a.base_model)
         except CheckpointError as e:
-            return fail(f"--base-model: {e}")
+            return fail(e, "--base-model: ")
         base_epoch = int(payload.get("epoch") or 0)
     else:
         have = list_checkpoints(a.exp_dir) if a.exp_dir and Path(a.exp_dir).is_dir() else {}
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # AverageError is a ValueError; so is a non-number
         if not isinstance(err, AverageError):
             return fail(f"--epochs/--avg-*: expected whole numbers ({err})")
-        return fail(str(err))
+        return fail(err)
     print(f"base_epoch={base_epoch} epochs={epochs}", end=" ")
     if isinstance(plan, tuple):
         print(f"avg_start={plan[0]} avg_end={plan[1]}")

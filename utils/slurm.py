@@ -44,6 +44,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import command_for, job_spec  # noqa: E402  (utils/run.py: one argument grammar)
 
+from e2e_asr.cli import report_error  # noqa: E402  (importable: run.py set up the .venv)
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "slurm.conf"
 # A status file may show up late on a network file system after its job ended.
 STATUS_GRACE_SECONDS = float(os.environ.get("SLURM_PY_STATUS_GRACE", "15"))
@@ -220,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = SlurmConfig.read(args.config)
         options = cfg.sbatch_options(given)
     except SlurmConfigError as e:
-        print(f"slurm.py: error: {e}", file=sys.stderr)
-        return 1
+        return report_error("slurm.py", e)
     jobs: dict[int, tuple[Path, list[str]]] = {}
     for index in range(first, last + 1):
         log = Path(log_pattern.replace(name, str(index))).absolute()

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from e2e_asr.cli import report_error
 from e2e_asr.model.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_model
 from e2e_asr.train.config import ConfigError, apply_overrides, load_train_config
 
@@ -216,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             write_config(a.base, a.out, a.overrides)
         except ConfigError as exc:
-            print(f"compare_finetune.py: {exc}", file=sys.stderr)
-            return 1
+            return report_error("compare_finetune.py", exc, label=None)
         return 0
     if a.cmd == "render":
         print(render(json.loads(a.json.read_text(encoding="utf-8"))), end="")

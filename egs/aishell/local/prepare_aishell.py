@@ -17,6 +17,7 @@ from pathlib import Path
 
 import _venv  # noqa: F401  (runs with the project's .venv, also in a fresh shell)
 
+from e2e_asr.cli import report_error
 from e2e_asr.data.adapters import find_audio
 from e2e_asr.data.io import atomic_open, atomic_write_text
 
@@ -87,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         counts = split_transcript(Path(args.corpus_dir), Path(args.out_dir))
     except FileNotFoundError as exc:
-        print(f"prepare_aishell.py: error: {exc}", file=sys.stderr)
-        return 1
+        return report_error("prepare_aishell.py", exc)
     print("transcript lines: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
     return 0
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import kaldiio
 import yaml
 
+from e2e_asr.cli import report_error
 from e2e_asr.data.audio import load_audio
 from e2e_asr.data.datadir import iter_kv, read_kv, read_segments
 from e2e_asr.data.features import FeatureConfig, compute_features
@@ -285,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_job(args.data_dir, args.job)
     except FeatureJobError as exc:
-        print(f"feature job {args.job}: error: {exc}", file=sys.stderr)
-        return 1
+        return report_error(f"feature job {args.job}", exc)
     return 0
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from e2e_asr.cli import report_error
 from e2e_asr.data.datadir import Segment, iter_kv
 from e2e_asr.data.feature_jobs import _data_digest, count_utts, iter_job_utts
 from e2e_asr.data.io import atomic_write_lines, atomic_write_text, job_error_lines
@@ -266,8 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         CheckpointError,
         OSError,
     ) as exc:
-        print(f"decode job {args.job}: error: {exc}", file=sys.stderr)
-        return 1
+        return report_error(f"decode job {args.job}", exc)
     return 0
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from e2e_asr.cli import debug_enabled
 from e2e_asr.data.batching import epoch_order, shard_for_rank
 from e2e_asr.data.loader import BatchDataset, DataError, make_loader
 from e2e_asr.data.specaug import SpecAugment
@@ -622,7 +623,8 @@ def run(args: TrainArgs) -> int:
         return 130
     except Exception as exc:
         log.error("rank %d failed: %s: %s", rank, type(exc).__name__, exc)
-        if not isinstance(exc, (TrainError, DataError, ValueError, CheckpointError)):
+        user_error = isinstance(exc, (TrainError, DataError, ValueError, CheckpointError))
+        if debug_enabled() or not user_error:  # a user's error: its traceback only if asked
             log.exception("traceback of rank %d", rank)
         return 1
     finally:
