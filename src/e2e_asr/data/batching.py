@@ -285,9 +285,10 @@ def make_batchset(utts: Utts, jconfig: dict[str, Any], seed: int = 0) -> list[li
     return batches
 
 
-def epoch_order(n_batches: int, seed: int, epoch: int) -> list[int]:
-    """The shuffled batch order of ``epoch``: a pure function of (seed, epoch)."""
-    rng = np.random.default_rng([int(seed), int(epoch)])
+def epoch_order(n_batches: int, seed: int, epoch: int, *stream: int) -> list[int]:
+    """The shuffled order of ``n_batches`` items in ``epoch``: a pure function of (seed, epoch,
+    ``stream``); ``stream`` numbers tell apart orders drawn in one epoch (e.g. one per shard)."""
+    rng = np.random.default_rng([int(seed), int(epoch), *(int(s) for s in stream)])
     return [int(i) for i in rng.permutation(n_batches)]
 
 
