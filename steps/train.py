@@ -11,7 +11,8 @@ Several nodes: on every node run
       --rdzv-backend c10d --rdzv-endpoint HOST:29400 steps/train.py ...
 
 DIR holds train.{1..json_nj}.json (listed in train_shards.txt), dev.json, units.txt, cmvn.ark,
-feature.yaml (stage 2); the json is indexed, not loaded whole.
+feature.yaml (stage 2); the json is read a file at a time (memory grows with one file,
+not the corpus: raise stage 2's json_nj for a large corpus), never loaded whole.
 With --base-model checkpoint.N the run trains epochs N+1..--epochs and writes
 EXP/checkpoint.{N+1..epochs}; EXP/snapshot every train_config.snapshot_interval updates;
 EXP/train_log.jsonl, EXP/train.log, EXP/tensorboard/, EXP/train_curves.png.

@@ -11,7 +11,7 @@ import yaml
 from test_train_support import UNITS, make_base_model, make_data_dir, write_config
 
 from e2e_asr.model.checkpoint import load_checkpoint
-from e2e_asr.train.data import draw_source
+from e2e_asr.train.data import source_rows
 from e2e_asr.train.scheduler import NoamSchedule
 from e2e_asr.train.trainer import TrainArgs, run
 
@@ -205,11 +205,24 @@ def test_json_units_extending_the_base_grow_the_model(tmp_path: Path) -> None:
 
 
 def test_source_mixing_draws_a_seeded_share_each_epoch(tmp_path: Path) -> None:
-    src = {f"mix/s{i}": {"i": i} for i in range(20)}
-    a = draw_source(src, n_target=10, ratio=0.5, seed=1, epoch=2)
-    assert len(a) == 5 and a == draw_source(src, 10, 0.5, 1, 2)
-    assert a != draw_source(src, 10, 0.5, 1, 3)
-    assert draw_source(src, 10, 0.0, 1, 2) == {}
+    sizes, kept = [7, 7, 6], [4, 3, 3]  # source shards; target shards in the epoch's order
+
+    def drawn(ratio: float, epoch: int) -> list[list[tuple[int, int]]]:
+        return [
+            [(s, int(r)) for s, rows in source_rows(sizes, kept, ratio, 1, epoch, j) for r in rows]
+            for j in range(len(kept))
+        ]
+
+    a = drawn(0.5, 2)
+    flat = [x for part in a for x in part]
+    # round(0.5 x 10) without replacement, each target shard its share, from <= 2 source shards
+    assert len(flat) == 5 == len(set(flat)) and [len(p) for p in a] == [2, 1, 2]
+    assert all(len({s for s, _ in part}) <= 2 for part in a)
+    assert all(0 <= r < sizes[s] for s, r in flat)
+    assert a == drawn(0.5, 2) and a != drawn(0.5, 3)
+    assert drawn(0.0, 2) == [[], [], []]
+    everything = [x for part in drawn(3.0, 2) for x in part]  # more than exists: all, once
+    assert sorted(everything) == [(s, r) for s in range(3) for r in range(sizes[s])]
     data = make_data_dir(tmp_path / "data", n_train=4, n_dev=1)
     source = make_data_dir(tmp_path / "source", n_train=8, n_dev=1, json_nj=1, seed=5, prefix="src")
     base = make_base_model(tmp_path / "base" / "checkpoint.3", data)
@@ -218,8 +231,9 @@ def test_source_mixing_draws_a_seeded_share_each_epoch(tmp_path: Path) -> None:
     args = _args(tmp_path, data, epochs=4, base_model=base, mix_json_dir=source, mix_ratio=1.5)
     assert run(args) == 0, _log(args.exp_dir)
     assert "epoch 4: 4 target + 6 source utterances" in _log(args.exp_dir)
-    # 10 utterances in batches of 2 -> 5 batches -> 5 updates after the base's 10
-    assert load_checkpoint(args.exp_dir / "checkpoint.4")["step"] == 15
+    # batches are made per target shard: 2 target + 3 source utterances in batches of 2 ->
+    # 3 batches per shard, 2 shards -> 6 updates after the base's 10
+    assert load_checkpoint(args.exp_dir / "checkpoint.4")["step"] == 16
 
 
 def test_bad_config_key_stops_the_run_naming_it(tmp_path: Path) -> None:

@@ -240,23 +240,117 @@ def test_train_shards_from_stage2_record(tmp_path: Path) -> None:
         train_shards(d, 12)
 
 
-def test_train_data_holds_an_index_not_entries(tmp_path: Path) -> None:
-    d = make_data_dir(tmp_path / "data", n_train=8, n_dev=2, json_nj=2)
+def test_train_data_plans_an_epoch_a_shard_at_a_time(tmp_path: Path) -> None:
+    d = make_data_dir(tmp_path / "data", n_train=16, n_dev=2, json_nj=4)
     data = TrainData(d)
-    assert data.dim == 8 and len(data.train) == 8 and len(data.dev) == 2
-    everything = {**read_utts(d / "train.1.json"), **read_utts(d / "train.2.json")}
-    assert {k: data.entries[k] for k in everything} == everything
-    # nothing in the index is a json entry: per utterance only integers and the key
-    assert all(isinstance(v, int) for v in data.train.pos.values())
-    assert all(isinstance(k, str) for k in data.train.keys)
-    assert data.train.nbytes() == 8 * (4 + 8 + 4 + 4 + 4)
+    # between epochs: counts per shard, no utterance
+    assert data.dim == 8 and [s.utts for s in data.train] == [4, 4, 4, 4] and len(data.dev) == 2
     data.check_token_ids(len(UNITS))
     with pytest.raises(DataError, match="outside 1..3 of the model's 5 units"):
         data.check_token_ids(5)
     cfg = load_train_config(write_config(tmp_path / "c.yaml"))
-    data.clean(cfg["jconfig"], cfg["valid_config"]["jconfig"], 4)
-    batches, drawn = data.epoch_batches(1, seed=7)
-    assert drawn == 0 and sorted(k for b in batches for k in b) == sorted(everything)
+    data.clean(cfg["jconfig"], cfg["valid_config"]["jconfig"], 4, seed=7)
+    assert data.n_train == 16 and [s.batches for s in data.train] == [2, 2, 2, 2]
+    plans = [data.epoch_plan(e) for e in range(1, 6)]
+    assert all(sorted(p.order) == [0, 1, 2, 3] and p.batches == 8 for p in plans)
+    assert len({tuple(p.order) for p in plans}) > 1  # the shard order changes per epoch
+    assert data.epoch_plan(3).state() == plans[2].state()
+    plan = plans[0]
+    seen: dict[str, dict] = {}
+    for j, shard in enumerate(plan.order):
+        seg = data.segment(plan, j)
+        own = read_utts(d / f"train.{shard + 1}.json")
+        # a segment batches its own shard's utterances, read from that shard on access
+        assert sorted(k for b in seg.batches for k in b) == sorted(own)
+        assert sorted(seg.order) == list(range(len(seg.batches)))
+        seen.update({k: seg.entries[k] for b in seg.batches for k in b})
+        seg.close()
+    everything = {}
+    for i in range(1, 5):
+        everything.update(read_utts(d / f"train.{i}.json"))
+    assert seen == everything
+    # a shard that changed after the plan was made is named, not trained silently
+    shard = plan.order[0]
+    path = d / f"train.{shard + 1}.json"
+    utts = read_utts(path)
+    utts.popitem()
+    with JsonWriter(path) as w:
+        for k, v in utts.items():
+            w.add(k, v)
+    with pytest.raises(DataError, match=f"train.{shard + 1}.json: its batches differ"):
+        data.segment(plan, 0)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_every_rank_gets_an_equal_share_of_every_shard(tmp_path: Path, world: int) -> None:
+    d = make_data_dir(tmp_path / "data", n_train=23, n_dev=1, json_nj=3)
+    data = TrainData(d)
+    cfg = load_train_config(write_config(tmp_path / "c.yaml"))
+    data.clean(cfg["jconfig"], cfg["valid_config"]["jconfig"], 4, seed=1)
+    plan = data.epoch_plan(2)
+    for pad in ("repeat", "drop"):
+        counts = [plan.rank_counts(r, world, pad) for r in range(world)]
+        assert all(c == counts[0] for c in counts)
+        for j in range(len(plan.order)):
+            seg = data.segment(plan, j)
+            shares = [seg.for_rank(r, world, pad) for r in range(world)]
+            assert [len(s) for s in shares] == [c[j] for c in counts]
+            flat = [tuple(b) for s in shares for b in s]
+            if pad == "repeat":  # every batch trained, a few twice
+                assert set(flat) == {tuple(b) for b in seg.batches}
+            else:  # none twice
+                assert len(flat) == len(set(flat))
+            seg.close()
+
+
+def _corpus(root: Path, n: int, per_shard: int) -> Path:
+    """A stage-2-like directory of ``n`` shape-only utterances in shards of ``per_shard``."""
+    root.mkdir(parents=True)
+    names = []
+    for j in range(0, n, per_shard):
+        names.append(f"train.{len(names) + 1}.json")
+        with JsonWriter(root / names[-1]) as w:
+            for i in range(j, min(n, j + per_shard)):
+                w.add(f"utt{i:07d}", {
+                    "input": [{"feat": f"feats.ark:{i}", "name": "input1",
+                               "shape": [100 + i % 300, 8]}],
+                    "output": [{"name": "target1", "shape": [5, len(UNITS)], "text": "abcde",
+                                "token": "a b c d e", "tokenid": "2 3 4 5 6"}],
+                    "utt2spk": "spk1",
+                })  # fmt: skip
+    (root / SHARD_RECORD).write_text("".join(n + "\n" for n in names))
+    with JsonWriter(root / "dev.json") as w:
+        w.add("dev1", {"input": [{"feat": "feats.ark:0", "name": "input1", "shape": [100, 8]}],
+                       "output": [{"name": "target1", "shape": [1, len(UNITS)],
+                                   "tokenid": "2"}]})  # fmt: skip
+    return root
+
+
+def _data_side_peak(json_dir: Path, cfg: dict) -> int:
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    data = TrainData(json_dir)
+    data.clean(cfg["jconfig"], cfg["valid_config"]["jconfig"], 4, seed=1)
+    plan = data.epoch_plan(1)
+    for j in range(len(plan.order)):
+        data.segment(plan, j).close()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_train_data_memory_does_not_grow_with_the_number_of_shards(tmp_path: Path) -> None:
+    cfg = load_train_config(write_config(tmp_path / "c.yaml"))
+    _data_side_peak(_corpus(tmp_path / "warm", 100, 100), cfg)  # one-time allocations
+    small = _data_side_peak(_corpus(tmp_path / "small", 500, 100), cfg)
+    large = _data_side_peak(_corpus(tmp_path / "large", 2500, 100), cfg)
+    assert large < 1.2 * small, (small, large)
+    # the measurement sees what is held: the same utterances in one shard, indexed at once
+    one_shard = _data_side_peak(_corpus(tmp_path / "one_shard", 2500, 2500), cfg)
+    assert one_shard > 2 * small, (small, one_shard)
 
 
 # ----------------------------------------------------------------------------- step runner

@@ -3,6 +3,7 @@ the LR report, the shard list stage 2 recorded. Tiny model, CPU pinned, in-proce
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,8 @@ def test_oom_probe_fails_before_the_first_update(
     args = _args(env, overrides=["train_config.oom_probe=true"])  # auto: GPU only
     assert run(args) == 1
     log = _log(args)
-    assert "out of memory in the start-up probe" in log and "of epoch 4" in log
+    assert "out of memory in the start-up probe" in log
+    assert re.search(r"epoch 4, batch \d+ of train\.\d\.json", log)
     assert "update 11" not in log and not (args.exp_dir / "snapshot").exists()
 
 
@@ -112,7 +114,7 @@ def test_probe_that_fits_changes_nothing(env: dict) -> None:
     plain = _args(env, "plain")
     probed = _args(env, "probed", overrides=["train_config.oom_probe=true"])
     assert run(plain) == 0 and run(probed) == 0
-    assert "start-up probe, batch" in _log(probed) and "fits" in _log(probed)
+    assert "start-up probe, epoch 4, batch" in _log(probed) and "fits" in _log(probed)
     a = load_checkpoint(plain.exp_dir / "checkpoint.4")["model"]
     b = load_checkpoint(probed.exp_dir / "checkpoint.4")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

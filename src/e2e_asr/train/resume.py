@@ -8,7 +8,8 @@ Files in ``exp_dir`` (written by rank 0 only, atomically, via
 
 ``train_state`` in the payload says where the run stands: ``epoch`` (the epoch in progress, or
 the one just finished), ``batch`` (batches of that epoch each rank has trained), ``done``
-(epoch finished), ``order`` (the epoch's shuffled batch order, checked on resume), each rank's
+(epoch finished), ``order`` (the epoch's plan: per shard in the epoch's order its number,
+batch count and a checksum of its batches, checked on resume), each rank's
 loss sums of the epoch so far (``loss_sums``: one ``[loss x utts, utts]`` pair per rank), and
 ``fingerprint`` (what the run trains on; resuming a different run's state is refused instead of
 silently continuing it).

@@ -3,18 +3,18 @@
 ``run(args)`` reads the config once (``--set`` overrides applied) and hands it down; the
 ``Trainer`` composes the parts, each buildable and testable on its own:
 
-* ``data.TrainData``: the json shards stage 2 recorded, indexed lazily; per-epoch batches;
+* ``data.TrainData``: the json shards stage 2 recorded, read a shard at a time; epoch plans;
 * ``setup.build_setup`` / ``prepare_model``: model from the base (or scratch), checks, freezing;
 * ``optimizer`` / ``scheduler``: Adam and the LR schedule (``lr: auto`` from the base's peak);
 * ``precision.Precision``: amp auto|bf16|fp16|off, autocast, GradScaler, TF32;
 * ``resume``: fingerprint, rank 0's resume decision checked by every rank;
 * ``step.StepRunner``: forward/backward, accumulation, clipping, update, OOM guard.
 
-Per epoch the batches (from the seed's jconfig, see ``e2e_asr.data.batching``) are shuffled from
-(seed, epoch), every rank takes an equal share, and every ``accum_grad`` batches make one
-optimizer update; ``step`` counts those updates. A ``snapshot`` is written every
-``snapshot_interval`` updates and ``checkpoint.N`` after every epoch, both resumable to the
-exact batch.
+Per epoch the shards come in an order shuffled from (seed, epoch), each shard's batches (from
+the seed's jconfig, see ``e2e_asr.data.batching``) shuffled too; every rank takes an equal share
+of every shard, and every ``accum_grad`` batches make one optimizer update; ``step`` counts
+those updates. A ``snapshot`` is written every ``snapshot_interval`` updates and
+``checkpoint.N`` after every epoch, both resumable to the exact batch.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from e2e_asr.cli import debug_enabled
-from e2e_asr.data.batching import epoch_order, shard_for_rank
 from e2e_asr.data.loader import BatchDataset, DataError, make_loader
 from e2e_asr.data.specaug import SpecAugment
 from e2e_asr.model.checkpoint import CheckpointError, save_checkpoint
@@ -39,7 +39,7 @@ from e2e_asr.train import lora
 from e2e_asr.train import resume as rs
 from e2e_asr.train.compile import compile_blocks
 from e2e_asr.train.config import apply_overrides, load_train_config
-from e2e_asr.train.data import TrainData
+from e2e_asr.train.data import EpochPlan, TrainData
 from e2e_asr.train.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -155,7 +155,10 @@ class Trainer:
             self.cfg, self.data.identity(), self._base_identity(), self.data.mix_identity()
         )
         self.data.clean(
-            self.cfg["jconfig"], self.cfg["valid_config"]["jconfig"], self.model.subsampling_rate
+            self.cfg["jconfig"],
+            self.cfg["valid_config"]["jconfig"],
+            self.model.subsampling_rate,
+            self.seed,
         )
 
         self.start_epoch = self.setup.base_epoch + 1
@@ -279,19 +282,15 @@ class Trainer:
     def _probe(self) -> None:
         """Forward + backward of the epoch's largest batches (most padded frames, longest
         padded length) before the first step: an OOM surfaces now, naming the batch."""
-        batches, _ = self.data.epoch_batches(self.start_epoch, self.seed)
-        if not batches:
-            return
-        sizes = [self.data.batch_frames(b) for b in batches]
-        by_frames = max(range(len(batches)), key=lambda i: sizes[i][1])
-        by_length = max(range(len(batches)), key=lambda i: sizes[i][1] * sizes[i][1] / sizes[i][0])
+        plan = self.data.epoch_plan(self.start_epoch)
         advice = batch_setting(self.cfg["jconfig"])
-        picks = sorted({by_frames, by_length})
-        ds = BatchDataset(self.data.entries, [batches[i] for i in picks])
-        for j, i in enumerate(picks):
-            where = f"batch {i} of epoch {self.start_epoch}"
-            log.info("start-up probe, %s: %s", where, self.runner.probe(ds[j], where, advice))
-        ds.close()
+        for shard, b in plan.largest:
+            seg = self.data.segment(plan, plan.order.index(shard))
+            ds = BatchDataset(seg.entries, [seg.batches[b]])
+            where = f"epoch {self.start_epoch}, batch {b + 1} of {self.data.shards[shard].name}"
+            log.info("start-up probe, %s: %s", where, self.runner.probe(ds[0], where, advice))
+            ds.close()
+            seg.close()
 
     # ----------------------------------------------------------------- checkpoints
     def _payload(self, epoch_done: int, ts: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +321,9 @@ class Trainer:
         merged, entry = lora.lora_payload(self.model, self.tc["lora"])
         return {"model": merged, "lora": entry}
 
-    def _train_state(self, epoch: int, batch: int, done: bool, order: list[int]) -> dict[str, Any]:
+    def _train_state(
+        self, epoch: int, batch: int, done: bool, order: list[list[int]]
+    ) -> dict[str, Any]:
         return {
             "epoch": epoch,
             "batch": batch,
@@ -338,13 +339,8 @@ class Trainer:
             save_checkpoint(self.exp_dir / name, payload)
 
     # ----------------------------------------------------------------- training
-    def _report_lr(self, batches_per_epoch: int) -> None:
+    def _report_lr(self, per_rank: int) -> None:
         accum = int(self.tc["accum_grad"])
-        per_rank = len(
-            shard_for_rank(
-                list(range(batches_per_epoch)), 0, self.info.world_size, self.tc["ddp_pad"]
-            )  # fmt: skip
-        )
         planned = (self.args.epochs - self.start_epoch + 1) * -(-per_rank // accum)
         start_lr = self.schedule.current_lr()
         peak = run_peak_lr(self.schedule, planned)
@@ -401,16 +397,18 @@ class Trainer:
             a.epochs,
             self.step,
             self.schedule.current_lr(),
-            len(self.data.target_keys),
+            self.data.n_train,
             len(self.data.dev_keys),
             len(self.frozen),
         )
         for epoch in range(self.start_epoch, a.epochs + 1):
-            batches, _ = self.data.epoch_batches(epoch, self.seed)
+            plan = self.data.epoch_plan(epoch)
+            counts = plan.rank_counts(info.rank, info.world_size, self.tc["ddp_pad"])
+            n = sum(counts)
             if not reported:
-                self._report_lr(len(batches))
+                self._report_lr(n)
                 reported = True
-            order = epoch_order(len(batches), self.seed, epoch)
+            order = plan.state()
             start = 0
             runner.epoch_sums.zero_()
             if self.resumed_state is not None and epoch == self.start_epoch and self.start_batch:
@@ -422,24 +420,15 @@ class Trainer:
                 start = self.start_batch
                 sums = torch.tensor(self.resumed_sums or [0.0, 0.0], dtype=torch.float64)
                 runner.epoch_sums.copy_(sums)
-            mine = shard_for_rank(order, info.rank, info.world_size, self.tc["ddp_pad"])
-            n = len(mine)
             if n == 0:
                 raise DataError(f"epoch {epoch}: no training batches for rank {info.rank}")
-            ds = BatchDataset(
-                self.data.entries,
-                [batches[i] for i in mine[start:]],
-                self.specaug,
-                rng_key=(self.seed, epoch, info.rank),
-                positions=list(range(start, n)),
-            )
-            loader = make_loader(ds, self._workers(), info.device.type == "cuda")
+            loader = self._epoch_batches(plan, counts, start)
             bar = self._bar(n, start, epoch)
             t_window = time.time()
             runner.take_window()
             self.ddp.train()
             self.optimizer.zero_grad(set_to_none=True)
-            for k, batch in enumerate(loader, start=start):
+            for k, batch in loader:
                 group_start = k - k % accum
                 group = min(accum, n - group_start)
                 last_in_group = k - group_start == group - 1
@@ -472,9 +461,8 @@ class Trainer:
                     return
             if bar is not None:
                 bar.close()
-            ds.close()
             self._end_epoch(epoch, order, n)
-        self.data.entries.close()
+        self.data.close()
         self.reporter.close()
         if info.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(info.device) / 2**30
@@ -485,6 +473,36 @@ class Trainer:
 
     def _workers(self) -> int:
         return int(self.tc["num_workers"])
+
+    def _epoch_batches(
+        self, plan: EpochPlan, counts: list[int], start: int
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(position, batch)`` of this rank's batches of the epoch from position ``start``:
+        the shards in the plan's order, one loaded at a time; shards wholly before ``start``
+        are skipped without reading them."""
+        info = self.info
+        first = 0
+        for j, c in enumerate(counts):
+            if first + c <= start:
+                first += c
+                continue
+            skip = max(0, start - first)
+            seg = self.data.segment(plan, j)
+            mine = seg.for_rank(info.rank, info.world_size, self.tc["ddp_pad"])
+            ds = BatchDataset(
+                seg.entries,
+                mine[skip:],
+                self.specaug,
+                rng_key=(self.seed, plan.epoch, info.rank),
+                positions=list(range(first + skip, first + c)),
+            )
+            try:
+                loader = make_loader(ds, self._workers(), info.device.type == "cuda")
+                yield from enumerate(loader, start=first + skip)
+            finally:
+                ds.close()
+                seg.close()
+            first += c
 
     def _log_window(
         self, epoch: int, batch: int, n: int, t0: float, t_start: float, done: int
@@ -523,13 +541,13 @@ class Trainer:
         )
 
     def _dev_loader(self):
-        batches = self.data.dev_batches(self.seed)
+        batches = self.data.dev_batches()
         # disjoint shares, no padding: nothing is scored twice, and no collective runs inside
         mine = list(range(len(batches)))[self.info.rank :: self.info.world_size]
-        ds = BatchDataset(self.data.entries, [batches[i] for i in mine])
+        ds = BatchDataset(self.data.dev_entries, [batches[i] for i in mine])
         return make_loader(ds, self._workers())
 
-    def _end_epoch(self, epoch: int, order: list[int], n: int) -> None:
+    def _end_epoch(self, epoch: int, order: list[list[int]], n: int) -> None:
         total = all_reduce_sum(self.runner.epoch_sums.tolist(), self.info)
         train_loss = total[0] / max(total[1], 1.0)
         sync_buffers(self.model, self.info)
