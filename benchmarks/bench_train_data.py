@@ -1,27 +1,31 @@
 #!/usr/bin/env python3
 """Stage 3's data side: peak memory vs corpus size, and how fast features are delivered.
 
-1. Memory: synthetic stage-2 directories of 10k and 200k utterances (``train.{1..8}.json`` +
+1. Memory: synthetic stage-2 directories of 10k and 200k utterances (``train.{1..N}.json`` +
    ``dev.json``; every entry points at one of a few real feature matrices in a kaldiio ark, so
-   the disk stays small). A fresh process per size builds what the trainer builds before its
-   first batch (``TrainData``: the shard index, clean_data, the epoch's batches) and reads the
-   first batches through the feature loader; its peak RSS (``VmHWM``) minus the RSS after the
-   imports is the data side's peak. The same is measured for the old way (every shard read
-   whole into one dict, as stage 3 did before the index) for comparison. Target: 200k within
-   20% of 10k.
+   the disk stays small). The shard size is fixed (``--shard-utts``, default 5000), so stage 2's
+   ``json_nj`` grows with the corpus: 2 shards for 10k, 40 for 200k. A fresh process per size
+   does what the trainer does for an epoch on the data side (``TrainData``: every shard checked
+   and counted, clean_data and batching per shard, the epoch's plan, then every shard's part of
+   the epoch built in turn, the first 20 batches read through the feature loader); its peak RSS
+   (``VmHWM``) minus the RSS after the imports is the data side's peak. ``mix``: the same with
+   source mixing (``--mix-ratio 0.5``, the corpus itself as the source). ``dict``: the old way
+   (every shard read whole into one dict, batches over all of it) for comparison. Target: 200k
+   within 20% of 10k.
 2. Loader: frames/s the feature loader (``BatchDataset`` + ``DataLoader``) delivers with 1, 2
    and N worker processes (N = CPU count), next to the input frames/s the seed-size model
    trains at here (fp32, one process: measured in this run), so one can see whether loading
    would starve the model (on a GPU the model is 10-100x faster than this CPU).
 
   python benchmarks/bench_train_data.py                     # 10k vs 200k, loader, model
-  python benchmarks/bench_train_data.py --sizes 2000,20000  # smaller, quicker
+  python benchmarks/bench_train_data.py --sizes 2000,20000 --shard-utts 1000  # quicker
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -47,7 +51,8 @@ def vm_kb(field: str) -> int:
 
 
 def make_corpus(root: Path, n: int, json_nj: int = 8, n_mats: int = 64) -> Path:
-    """A stage-2-like directory with ``n`` train utterances (and 200 dev ones)."""
+    """A stage-2-like directory with ``n`` train utterances dealt in turn to ``json_nj`` shards,
+    as stage 2 does (and 200 dev ones)."""
     import kaldiio
 
     from e2e_asr.data.espnet_json import JsonWriter, make_entry
@@ -87,12 +92,20 @@ def child(json_dir: Path, mode: str) -> None:
     cfg = load_train_config(REPO / "conf" / "finetune.yaml")
     base = vm_kb("VmRSS")
     t0 = time.perf_counter()
-    if mode == "index":
-        data = TrainData(json_dir)
-        data.clean(cfg["jconfig"], cfg["valid_config"]["jconfig"], 4)
-        batches, _ = data.epoch_batches(1, 1)
-        ds = BatchDataset(data.entries, batches[:20])
-        n = len(data.target_keys)
+    frames = 0
+    if mode in ("index", "mix"):
+        mix = (json_dir, 0.5) if mode == "mix" else (None, 0.0)
+        data = TrainData(json_dir, None, *mix)
+        data.clean(cfg["jconfig"], cfg["valid_config"]["jconfig"], 4, 1)
+        plan = data.epoch_plan(1)
+        for j in range(len(plan.order)):
+            seg = data.segment(plan, j)
+            if j == 0:
+                ds = BatchDataset(seg.entries, seg.for_rank(0, 1, "repeat")[:20])
+                frames = sum(int(ds[i]["feat_lens"].sum()) for i in range(len(ds)))
+                ds.close()
+            seg.close()
+        n, n_batches = data.n_train + plan.drawn, plan.batches
     else:  # the old way: every train json read whole into one dict
         utts: dict[str, Any] = {}
         for p in sorted(json_dir.glob("train.*.json")):
@@ -100,11 +113,11 @@ def child(json_dir: Path, mode: str) -> None:
         kept, _ = clean_data(utts, cfg["jconfig"], 4)
         batches = make_batchset(kept, cfg["jconfig"], 1)
         ds = BatchDataset(kept, batches[:20])
-        n = len(kept)
-    frames = sum(int(ds[i]["feat_lens"].sum()) for i in range(len(ds)))
+        frames = sum(int(ds[i]["feat_lens"].sum()) for i in range(len(ds)))
+        n, n_batches = len(kept), len(batches)
     took = time.perf_counter() - t0
     peak = vm_kb("VmHWM")
-    print(json.dumps({"mode": mode, "utts": n, "batches": len(batches), "frames_read": frames,
+    print(json.dumps({"mode": mode, "utts": n, "batches": n_batches, "frames_read": frames,
                       "baseline_mb": round(base / 1024, 1), "peak_mb": round(peak / 1024, 1),
                       "data_peak_mb": round((peak - base) / 1024, 1),
                       "seconds": round(took, 1)}))  # fmt: skip
@@ -117,9 +130,9 @@ def loader_fps(json_dir: Path, workers: int, n_batches: int) -> float:
 
     cfg = load_train_config(REPO / "conf" / "finetune.yaml")
     data = TrainData(json_dir)
-    data.clean(cfg["jconfig"], cfg["valid_config"]["jconfig"], 4)
-    batches, _ = data.epoch_batches(1, 1)
-    ds = BatchDataset(data.entries, batches[: n_batches + 5])
+    data.clean(cfg["jconfig"], cfg["valid_config"]["jconfig"], 4, 1)
+    seg = data.segment(data.epoch_plan(1), 0)
+    ds = BatchDataset(seg.entries, seg.for_rank(0, 1, "repeat")[: n_batches + 5])
     frames = 0
     t0 = 0.0
     for i, batch in enumerate(make_loader(ds, workers)):
@@ -161,8 +174,11 @@ def main() -> None:
     )
     p.add_argument("--sizes", default="10000,200000", help="corpus sizes (train utterances)")
     p.add_argument("--work-dir", type=Path, default=None, help="default: a temporary directory")
+    p.add_argument("--shard-utts", type=int, default=5000,
+                   help="utterances per train json (json_nj: size / this, rounded up)")  # fmt: skip
     p.add_argument("--loader-batches", type=int, default=60)
     p.add_argument("--skip-old", action="store_true", help="do not measure the whole-dict way")
+    p.add_argument("--skip-mix", action="store_true", help="do not measure source mixing")
     p.add_argument("--child", nargs=2, metavar=("JSON_DIR", "MODE"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
@@ -172,28 +188,31 @@ def main() -> None:
     work = a.work_dir or Path(tempfile.mkdtemp(prefix="bench_train_data."))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rows = []
+    modes = ["index", *([] if a.skip_mix else ["mix"]), *([] if a.skip_old else ["dict"])]
     for n in sizes:
-        d = work / f"n{n}"
+        json_nj = math.ceil(n / a.shard_utts)
+        d = work / f"n{n}_nj{json_nj}"
         if not (d / "train_shards.txt").exists():
             t0 = time.perf_counter()
-            make_corpus(d, n)
-            print(f"made {n} utterances in {time.perf_counter() - t0:.1f} s: {d}", flush=True)
-        for mode in ("index",) if a.skip_old else ("index", "dict"):
+            make_corpus(d, n, json_nj)
+            print(f"made {n} utterances in {json_nj} json files ({a.shard_utts} or fewer each) "
+                  f"in {time.perf_counter() - t0:.1f} s: {d}", flush=True)  # fmt: skip
+        for mode in modes:
             out = subprocess.run([sys.executable, __file__, "--child", str(d), mode], env=env,
                                  capture_output=True, text=True, check=True)  # fmt: skip
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(f"{mode:5s} {row['utts']:>7d} utts: data-side peak {row['data_peak_mb']:7.1f} MB "
                   f"(process peak {row['peak_mb']:.0f} MB, baseline {row['baseline_mb']:.0f} MB), "
-                  f"{row['seconds']} s to first batches", flush=True)  # fmt: skip
-    for mode in ("index", "dict"):
+                  f"{row['batches']} batches, {row['seconds']} s", flush=True)  # fmt: skip
+    for mode in modes:
         r = [x for x in rows if x["mode"] == mode]
         if len(r) >= 2:
             ratio = r[-1]["data_peak_mb"] / max(r[0]["data_peak_mb"], 0.1)
             proc = r[-1]["peak_mb"] / r[0]["peak_mb"]
             print(f"{mode}: {r[-1]['utts']} vs {r[0]['utts']} utterances: data-side peak "
                   f"x{ratio:.2f}, process peak x{proc:.2f}")  # fmt: skip
-    small = work / f"n{sizes[0]}"
+    small = work / f"n{sizes[0]}_nj{math.ceil(sizes[0] / a.shard_utts)}"
     ncpu = os.cpu_count() or 1
     for w in sorted({1, 2, ncpu}):
         fps = loader_fps(small, w, a.loader_batches)
