@@ -108,6 +108,7 @@ def table(
     sets: list[str],
     reference: str,
     conditions: str = "",
+    base_config: str = "conf/demo_finetune.yaml",
 ) -> int:
     base = {s: _cer(out_dir / "base" / "decode" / s / "result.json") for s in sets}
     rows = []
@@ -139,6 +140,7 @@ def table(
         "written": time.strftime("%Y-%m-%d %H:%M %Z"),
         "host": socket.gethostname(),
         "conditions": conditions,
+        "base_config": base_config,
         "sets": sets,
         "base": base,
         "reference": reference,
@@ -173,10 +175,11 @@ def render(data: dict[str, Any]) -> str:
         )
     what = [
         f"- `{r['name']}`: source mix ratio {r['mix_ratio']:g}; "
-        f"{' '.join(f'`{o}`' for o in r['overrides']) or 'the demo training yaml as is'}"
+        f"{' '.join(f'`{o}`' for o in r['overrides']) or 'the training yaml as is'}"
         for r in data["settings"]
     ]
     conditions = f" {data['conditions']}." if data.get("conditions") else ""
+    base_config = data.get("base_config", "conf/demo_finetune.yaml")
     return "\n".join(
         [
             f"Written by `local/demo/compare_finetune.sh` on {data['host']}, "
@@ -187,7 +190,7 @@ def render(data: dict[str, Any]) -> str:
             "",
             *lines,
             "",
-            "Settings (the demo training yaml `conf/demo_finetune.yaml` plus):",
+            f"Settings (the training yaml `{base_config}` plus):",
             "",
             *what,
             "",
@@ -209,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     t.add_argument("--sets", nargs=2, default=["target_test", "source_test"])
     t.add_argument("--reference", default="full")
+    t.add_argument("--base-config", default="conf/demo_finetune.yaml", help="the settings' yaml")
     t.add_argument("--conditions", default="", help="how it was run (base, epochs, decoding)")
     r = sub.add_parser("render", help="print the markdown of a compare.json")
     r.add_argument("json", type=Path)
@@ -223,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         print(render(json.loads(a.json.read_text(encoding="utf-8"))), end="")
         return 0
     return table(
-        a.out_dir, [parse_setting(s) for s in a.setting], a.sets, a.reference, a.conditions
+        a.out_dir,
+        [parse_setting(s) for s in a.setting],
+        a.sets,
+        a.reference,
+        a.conditions,
+        a.base_config,
     )
 
 

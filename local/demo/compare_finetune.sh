@@ -99,5 +99,5 @@ for s in "${chosen[@]}"; do
   decode_sets "$exp/model.avg" "$exp"
 done
 
-local/demo/compare_finetune.py table --out-dir "$out_dir" "${table_opts[@]}"
+local/demo/compare_finetune.py table --out-dir "$out_dir" --base-config "$base_config" "${table_opts[@]}"
 echo "$0: table in $out_dir/COMPARE.md"
