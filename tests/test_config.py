@@ -52,19 +52,25 @@ def test_flat_layout_equals_nested(tmp_path: Path) -> None:
     assert load_train_config(_write(tmp_path, raw)) == load_train_config(SEED)
 
 
-def test_conf_finetune_is_the_seed_config_but_the_schedule_and_amp() -> None:
+def test_conf_finetune_is_the_seed_config_but_what_kept_finetuning_from_learning() -> None:
     ours = load_train_config(REPO / "conf" / "finetune.yaml")
     seed = load_train_config(SEED)
     # the fine-tuning schedule (issue 11): warmup to half the base's peak, from update 0
     assert ours["opti_config"]["name"] == "warmup_decay" and ours["opti_config"]["lr"] == "auto"
     assert ours["train_config"]["noam_restart"] is True and ours["train_config"]["amp"] == "auto"
     assert seed["opti_config"]["name"] == "noam" and seed["train_config"]["amp"] == "off"
-    changed = {"amp", "noam_restart"}
+    # one update per batch, and a frequency mask that leaves most bins (README: measured)
+    assert (ours["train_config"]["accum_grad"], seed["train_config"]["accum_grad"]) == (1, 2)
+    ours_masks = {t["type"]: t for t in ours["trans_config"]}
+    seed_masks = {t["type"]: t for t in seed["trans_config"]}
+    assert (ours_masks["freq_mask"].pop("F"), seed_masks["freq_mask"].pop("F")) == (10, 30)
+    assert ours_masks == seed_masks
+    changed = {"amp", "noam_restart", "accum_grad"}
     assert {k: v for k, v in ours["train_config"].items() if k not in changed} == {
         k: v for k, v in seed["train_config"].items() if k not in changed
     }
     for section in seed:
-        if section not in ("opti_config", "train_config"):
+        if section not in ("opti_config", "train_config", "trans_config"):
             assert ours[section] == seed[section], section
 
 
