@@ -68,3 +68,23 @@ def test_steps_report_errors_through_the_one_formatter() -> None:
         str(p.relative_to(REPO)) for p in scripts if by_hand.search(p.read_text(encoding="utf-8"))
     ]
     assert not offenders, offenders
+
+
+def test_launch_train_turns_torchrun_reports_into_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rank = tmp_path / "rank.py"
+    rank.write_text("import sys\nprint('rank: error: no json', file=sys.stderr)\nsys.exit(3)\n")
+    cmd = ["launch_train.py", "--standalone", "--nproc-per-node", "1", str(rank),
+           "--exp-dir", str(tmp_path / "exp")]  # fmt: skip
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    out = run_cmd(cmd, timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "rank: error: no json",
+        f"train: rank 0 failed (exit code 3); its error is above and in {tmp_path}/exp/train.log "
+        "(E2E_ASR_DEBUG=1 shows torchrun's report)",
+    ], out.stderr
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    out = run_cmd(cmd, timeout=120)
+    assert out.returncode != 0 and "ChildFailedError" in out.stderr

@@ -198,8 +198,10 @@ if run_stage 3 train; then
   # the train json files are the ones stage 2 recorded (train_shards.txt), not --json-nj
   json_nj_opt=()
   [ -f "$json_dir/train_shards.txt" ] || json_nj_opt=(--json-nj "$json_nj")
+  # torchrun through launch_train.py: a Ctrl-C or a failed rank ends in one line, not torchrun's
+  # traceback (E2E_ASR_DEBUG=1 shows it)
   # shellcheck disable=SC2086
-  torchrun $torchrun_opts --nproc-per-node "$nproc" "$_stages_root/steps/train.py" \
+  launch_train.py $torchrun_opts --nproc-per-node "$nproc" "$_stages_root/steps/train.py" \
     --config "$train_config" --json-dir "$json_dir" ${json_nj_opt[@]+"${json_nj_opt[@]}"} \
     --exp-dir "$exp_dir" --epochs "$epochs" --base-model "$base_model" --resume "$resume" \
     --device "$device" ${mix_opts[@]+"${mix_opts[@]}"}
