@@ -129,6 +129,8 @@ def test_run_sh_help_lists_every_variable_and_stage() -> None:
 def test_run_sh_unknown_option_fails_naming_it() -> None:
     out = run_cmd(["./run.sh", "--no-such-option", "1"])
     assert out.returncode != 0 and "no-such-option" in out.stderr
+    # one line that names the fix (issue 11: a newcomer's typo)
+    assert len(out.stderr.strip().splitlines()) == 1 and "see --help" in out.stderr, out.stderr
 
 
 def test_run_sh_stage_guards_select_nothing_outside_the_range(tmp_path: Path) -> None:
