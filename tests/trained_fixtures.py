@@ -55,6 +55,7 @@ MODEL_CONFIG = dict(
     decoder_num_block=1,
 )
 VOICES = ("m1", "f2")
+LR, WARMUP = 3e-3, 30  # Adam, linear warmup over WARMUP updates, then constant
 _CACHE: dict[str, object] = {}
 
 
@@ -102,8 +103,8 @@ def _train(feats: list[np.ndarray], targets: list[list[int]], steps: int, seed: 
         stats.add(f)
     mean, istd = stats_to_mean_istd(stats.stats)
     model.set_cmvn(torch.as_tensor(mean), torch.as_tensor(istd))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30))
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / WARMUP))
     rng = np.random.default_rng(seed)
     model.train()
     for _ in range(steps):
@@ -149,6 +150,15 @@ def digits_model(root: Path, steps: int = 200) -> DigitsModel:
                 "model_config": MODEL_CONFIG,
                 "criterion_config": {"rate": 1.0},
                 "decode_config": {"mode": "ctc_greedy", "beam": 4, "ctc_beam": 6},
+                # the schedule _train used (opti_config.lr: auto of a fine-tune derives from it)
+                "opti_config": {
+                    "name": "warmup_decay",
+                    "lr": LR,
+                    "warm_step": WARMUP,
+                    "decay": "constant",
+                    "decay_steps": 0,
+                    "final_lr": 0.0,
+                },
             },
             "units": UNITS,
             # trained with Kaldi's dither 1.0 in the recipe; decoding always uses 0
