@@ -185,23 +185,31 @@ def test_recipe_scripts_are_executable() -> None:
     assert not not_executable, f"not executable: {not_executable}"
 
 
-def test_parse_options_records_what_the_command_line_gave(tmp_path: Path) -> None:
-    # demo settings (a defaults file) never replace a value given on the command line, even one
-    # equal to the default
+def _recipe_with_demo_defaults(tmp_path: Path, extra: str = "") -> Path:
+    """A recipe script with three variables (plus ``extra``, "name=value" words) that applies
+    demo defaults (epochs=+8, train_config, mix=0.5) and prints them all."""
     defaults = tmp_path / "demo.conf"
     defaults.write_text("epochs=+8\ntrain_config=conf/demo_finetune.yaml\nmix=0.5\n")
+    names = ["epochs", "train_config", "mix", *(w.split("=")[0] for w in extra.split())]
     script = tmp_path / "r.sh"
     script.write_text(
         textwrap.dedent(f"""\
         #!/usr/bin/env bash
         set -euo pipefail
-        epochs=40; train_config=conf/finetune.yaml; mix=0
+        epochs=40; train_config=conf/finetune.yaml; mix=0; {extra}
         . {REPO}/utils/parse_options.sh
         apply_defaults {defaults}
-        echo "epochs=$epochs train_config=$train_config mix=$mix"
+        echo "{" ".join(f"{n}=${n}" for n in names)}"
         """)
     )
     script.chmod(0o755)
+    return script
+
+
+def test_parse_options_records_what_the_command_line_gave(tmp_path: Path) -> None:
+    # demo settings (a defaults file) never replace a value given on the command line, even one
+    # equal to the default
+    script = _recipe_with_demo_defaults(tmp_path)
     out = run_cmd([str(script), "--epochs", "40", "--mix", "0"], check=True)
     assert out.stdout.strip() == "epochs=40 train_config=conf/demo_finetune.yaml mix=0"
     out = run_cmd([str(script)], check=True)
@@ -210,20 +218,7 @@ def test_parse_options_records_what_the_command_line_gave(tmp_path: Path) -> Non
 
 def test_parse_options_config_file_values_count_as_given(tmp_path: Path) -> None:
     # a --config FILE is options written down: its values are explicit like --name value
-    defaults = tmp_path / "demo.conf"
-    defaults.write_text("epochs=+8\ntrain_config=conf/demo_finetune.yaml\nmix=0.5\n")
-    script = tmp_path / "r.sh"
-    script.write_text(
-        textwrap.dedent(f"""\
-        #!/usr/bin/env bash
-        set -euo pipefail
-        epochs=40; train_config=conf/finetune.yaml; mix=0; use_gpu=false
-        . {REPO}/utils/parse_options.sh
-        apply_defaults {defaults}
-        echo "epochs=$epochs train_config=$train_config mix=$mix use_gpu=$use_gpu"
-        """)
-    )
-    script.chmod(0o755)
+    script = _recipe_with_demo_defaults(tmp_path, "use_gpu=false")
     mine = tmp_path / "mine.conf"
     mine.write_text("# equal to the defaults, and still mine\nepochs=40\n  export mix=0\n")
     out = run_cmd([str(script), "--config", str(mine)], check=True)
