@@ -39,3 +39,13 @@ def run_cmd(args: list[str] | str, cwd: Path | None = None, timeout: float = 600
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def readme_block(name: str, command: str) -> str:
+    """The text of README's generated block ``<!-- {name}: {command} -->`` .. ``<!-- /{name} -->``
+    (each marker exactly once: a block rendered from a file must have one place)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    head, end = f"<!-- {name}: {command} -->\n", f"<!-- /{name} -->"
+    assert text.count(head) == 1 and text.count(end) == 1, f"README: {head.strip()} / {end}"
+    return text.split(head, 1)[1].split(end, 1)[0]
+

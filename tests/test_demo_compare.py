@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import readme_block
 from model_fixtures import tiny_model_config
 
 from e2e_asr.model import build_model
@@ -120,10 +121,9 @@ README_NO_COMPARE = (
 def test_readme_compare_block_is_rendered_from_compare_json() -> None:
     """README's comparison table is `compare_finetune.py render local/demo/compare.json`, the
     compare.json a run of compare_finetune.sh wrote; never typed in."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    head = "<!-- demo-compare: local/demo/compare_finetune.py render local/demo/compare.json -->\n"
-    assert text.count(head) == 1 and text.count("<!-- /demo-compare -->") == 1
-    block = text.split(head, 1)[1].split("<!-- /demo-compare -->", 1)[0]
+    block = readme_block(
+        "demo-compare", "local/demo/compare_finetune.py render local/demo/compare.json"
+    )
     path = ROOT / "local" / "demo" / "compare.json"
     if path.is_file():
         assert block == compare_finetune.render(json.loads(path.read_text(encoding="utf-8")))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import readme_block
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "steps" / "make_results.py"
@@ -152,15 +153,12 @@ README_NO_RESULTS = (
 def test_readme_demo_figures_are_rendered_from_results_json() -> None:
     """README's demo table is the output of make_results.py --markdown on the committed
     local/demo/results.json, never typed in; without that file README says so."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    head = "<!-- demo-results: steps/make_results.py --markdown local/demo/results.json -->\n"
-    assert text.count(head) == 1 and text.count("<!-- /demo-results -->") == 1
-    block = text.split(head, 1)[1].split("<!-- /demo-results -->", 1)[0]
+    block = readme_block("demo-results", "steps/make_results.py --markdown local/demo/results.json")
     results = ROOT / "local" / "demo" / "results.json"
     if results.is_file():
         assert block == make_results.render_results_json(results)
     else:
         assert block == README_NO_RESULTS
     # no other CER table in README: every figure comes from the block above
-    outside = text.replace(block, "")
+    outside = (ROOT / "README.md").read_text(encoding="utf-8").replace(block, "")
     assert "| set | base |" not in outside
