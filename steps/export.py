@@ -7,7 +7,10 @@
 Writes model.pt (weights only: model, config, units, feature_config; CMVN is in the weights),
 decode.yaml, units.txt, feature.yaml, metadata.json, encoder.onnx, decoder.onnx, the
 incremental decoder (decoder_memory.onnx, decoder_step.onnx: key/value cache for the searches)
-and int8 copies of each (*.int8.onnx). The fp32 graphs must match PyTorch within 1e-4
+and int8 copies of each (*.int8.onnx: the encoder weight-only, int8 weights with float
+arithmetic, so that it answers like the fp32 graph on slightly different features, e.g.
+sherpa-onnx's, whose model.int8.onnx it is; the decoders dynamically quantized; the log and
+metadata.json's int8_quantization say which). The fp32 graphs must match PyTorch within 1e-4
 on batch sizes and lengths other than those traced, or the export fails (exit 1); the int8
 graphs' differences are reported.
 """

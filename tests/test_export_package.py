@@ -5,15 +5,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from decode_fixtures import exported, tiny_model, write_checkpoint
 
-from e2e_asr.decode.onnx_scorer import OnnxScorer
+from e2e_asr.decode.onnx_scorer import OnnxScorer, make_session
 from e2e_asr.decode.search import ctc_greedy
 from e2e_asr.decode.torch_scorer import TorchScorer
 from e2e_asr.export import package
 from e2e_asr.export.parity import ParityError, check_fp32
+from e2e_asr.export.quantize import DYNAMIC, WEIGHT_ONLY
 from e2e_asr.model.checkpoint import load_checkpoint, load_model
 
 
@@ -121,6 +123,74 @@ def test_int8_runs_on_odd_shapes_and_mostly_agrees(export_dir: Path) -> None:
     assert sum(len(h) for h in q_hyp) > 0 and len(t_hyp) == 3
     meta = json.loads((export_dir / "metadata.json").read_text())
     assert meta["parity_int8"]["greedy_token_error"] < 10.0
+
+
+# ops that quantize activations (ONNX Runtime's dynamic, static QDQ and QOperator graphs)
+ACTIVATION_QUANT_OPS = {
+    "DynamicQuantizeLinear",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "MatMulInteger",
+    "ConvInteger",
+    "QLinearMatMul",
+    "QLinearConv",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+}
+
+
+def test_int8_encoder_is_weight_only_and_recorded(export_dir: Path) -> None:
+    """The int8 encoder (also sherpa-onnx's model.int8.onnx) stores int8 weights and computes
+    in float; the decoders are dynamic; metadata.json says which is which."""
+    fp32 = onnx.load(str(export_dir / "encoder.onnx"))
+    fp32_inits = {i.name for i in fp32.graph.initializer}
+    weights = {
+        n.input[1]
+        for n in fp32.graph.node
+        if n.op_type in ("MatMul", "Gemm", "Conv") and n.input[1] in fp32_inits
+    }
+    q = onnx.load(str(export_dir / "encoder.int8.onnx"))
+    assert not {n.op_type for n in q.graph.node} & ACTIVATION_QUANT_OPS
+    int8 = {i.name for i in q.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    assert int8 == {f"{w}.int8" for w in weights} and len(weights) >= 10
+    dec = onnx.load(str(export_dir / "decoder.int8.onnx"))
+    assert "DynamicQuantizeLinear" in {n.op_type for n in dec.graph.node}
+    meta = json.loads((export_dir / "metadata.json").read_text())
+    assert meta["int8_quantization"] == {
+        "encoder": WEIGHT_ONLY,
+        "decoder": DYNAMIC,
+        "decoder_memory": DYNAMIC,
+        "decoder_step": DYNAMIC,
+    }
+    # (the tiny model's file is mostly its positional table, which stays float)
+    size = (export_dir / "encoder.int8.onnx").stat().st_size
+    assert size < (export_dir / "encoder.onnx").stat().st_size
+
+
+def test_int8_encoder_moves_with_its_input_like_fp32(export_dir: Path) -> None:
+    """A tiny change of the features (1e-4, far below what two fbank implementations differ
+    by) moves the int8 encoder's log-probs no more than the fp32 encoder's. Any activation
+    quantization fails this: dynamic int8 moves them by 0.18 where fp32 moves 0.0008 (its
+    roundings shift), which is what made sherpa-onnx's int8 hypotheses differ from ours."""
+    feats, lens = _feats((333, 120, 45), seed=5)
+    moved = {}
+    for name in ("encoder.onnx", "encoder.int8.onnx"):
+        s = make_session(export_dir / name, 1)
+        a, b = (
+            s.run(["ctc_logp"], {"feats": x, "feat_lens": lens})[0]
+            for x in (feats, feats + np.float32(1e-4))
+        )
+        moved[name] = max(float(np.abs(a[i, :n] - b[i, :n]).max()) for i, n in enumerate(lens))
+    assert moved["encoder.int8.onnx"] <= 2 * moved["encoder.onnx"] + 1e-5, moved
+
+
+def test_no_quantize_writes_no_int8(tmp_path: Path) -> None:
+    msgs: list[str] = []
+    ckpt = write_checkpoint(tmp_path / "checkpoint.1")
+    meta = package.export_package(ckpt, tmp_path / "export", quantize=False, log=msgs.append)
+    assert meta["int8_quantization"] is None and meta["parity_int8"] is None
+    assert not list((tmp_path / "export").rglob("*.int8.onnx"))
+    assert not [m for m in msgs if "int8" in m]
 
 
 def test_decoder_broadcast_equals_repeated_rows(export_dir: Path) -> None:

@@ -27,7 +27,7 @@ from e2e_asr.decode.config import DecodeConfig
 from e2e_asr.decode.onnx_scorer import OnnxScorer
 from e2e_asr.export.onnx_export import export_model
 from e2e_asr.export.parity import check_fp32, compare
-from e2e_asr.export.quantize import quantize_int8
+from e2e_asr.export.quantize import DYNAMIC, WEIGHT_ONLY, quantize_int8, quantize_weights_int8
 from e2e_asr.export.sherpa import write_sherpa_model
 from e2e_asr.model.checkpoint import CheckpointError, load_model, save_checkpoint
 from e2e_asr.model.embedding import DEFAULT_MAX_LEN
@@ -36,6 +36,21 @@ PACKAGE_KEYS = ("model", "config", "units", "feature_config")
 # the ONNX graphs, each also quantized (<name>.int8.onnx); decoder_memory + decoder_step are
 # the incremental decoder (exports made before them decode with decoder.onnx alone)
 GRAPHS = ("encoder", "decoder", "decoder_memory", "decoder_step")
+# how each int8 copy is made (export/quantize.py). The encoder's is also sherpa-onnx's
+# model.int8.onnx, the very same graph: weight-only, float arithmetic, so that sherpa-onnx's
+# fbank and ours give the same hypotheses (activation quantization flips hypotheses on tiny
+# input differences). The decoders, which only our own decoding runs, keep the faster
+# dynamic quantization.
+INT8_METHODS = {
+    "encoder": WEIGHT_ONLY,
+    "decoder": DYNAMIC,
+    "decoder_memory": DYNAMIC,
+    "decoder_step": DYNAMIC,
+}
+INT8_DESCRIPTIONS = {
+    WEIGHT_ONLY: "weight-only (int8 weights, float arithmetic)",
+    DYNAMIC: "dynamic (int8 weights, activations quantized on each call)",
+}
 
 
 class ExportError(RuntimeError):
@@ -105,9 +120,15 @@ def export_package(
         log(f"fp32 parity ok: {fp32.to_dict()['max_abs_diff']}")
         int8 = None
         if quantize:
-            log("quantizing to int8")
+            for method in (WEIGHT_ONLY, DYNAMIC):
+                names = [n for n in GRAPHS if INT8_METHODS[n] == method]
+                log(f"int8 {INT8_DESCRIPTIONS[method]}: {', '.join(names)}")
             for name in GRAPHS:
-                quantize_int8(build / f"{name}.onnx", build / f"{name}.int8.onnx")
+                src, dst = build / f"{name}.onnx", build / f"{name}.int8.onnx"
+                if INT8_METHODS[name] == WEIGHT_ONLY:
+                    quantize_weights_int8(src, dst)
+                else:
+                    quantize_int8(src, dst)
             q = _scorer(build, ".int8.onnx", model.odim)
             int8 = compare(model, q)  # values reported, not enforced: int8 is approximate
             if not int8.lengths_equal:  # but a graph that breaks on other shapes is broken
@@ -161,6 +182,8 @@ def _metadata(model, payload, feat_cfg, shapes, fp32, int8) -> dict[str, Any]:
         "export_shapes": shapes,
         "parity_fp32": fp32.to_dict(),
         "parity_int8": None if int8 is None else int8.to_dict(),
+        # how each <graph>.int8.onnx was made (export/quantize.py); None: no int8 copies
+        "int8_quantization": None if int8 is None else dict(INT8_METHODS),
         "torch_version": torch.__version__,
     }
 

@@ -9,7 +9,9 @@ without them), plus a ``tokens.txt`` of ``symbol id`` lines that holds ``<blank>
 Our ``encoder.onnx`` already is encoder + CMVN + CTC log-softmax on raw features, and it is
 parity-checked against PyTorch; the sherpa graph is that very graph with its tensors renamed
 and the encoder-output tensor dropped from the outputs, so it computes exactly the same
-numbers (the int8 copy likewise comes from ``encoder.int8.onnx``).
+numbers (the int8 copy likewise comes from ``encoder.int8.onnx``, whose quantization is
+weight-only for this reason: int8 weights, float arithmetic, so that sherpa-onnx's slightly
+different fbank gives the same hypotheses as ours; see export/quantize.py).
 
 Features: sherpa-onnx computes its own fbank with kaldi-native-fbank, with defaults that
 differ from Kaldi's (``high_freq`` -400 instead of 0, ``snip_edges`` false). The model must
