@@ -426,8 +426,8 @@ def main() -> None:
             f"{resc['incremental']['same_hyps_as_whole_prefix']}"
         )
     print(
-        "(int8: each graph quantizes its activations per call, so the step graph and the "
-        "whole-prefix graph round differently and may choose other hypotheses; fp32 gives "
+        "(int8: the decoder graphs quantize their activations per call, so the step graph and "
+        "the whole-prefix graph round differently and may choose other hypotheses; fp32 gives "
         "the same ones)"
     )
     print()
