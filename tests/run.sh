@@ -8,7 +8,9 @@ tools/setup.sh --demo   # espeak-ng: the demo tests synthesise speech
 tools/setup.sh --sox    # sox: the audio-conversion tests resample and downmix with it
 . ./path.sh
 set +e
-python -m pytest -q "$@"
+# one worker per core, each taking whole test files (module fixtures are built once);
+# TEST_WORKERS=0 runs everything in this process (e.g. for pdb)
+python -m pytest -q -n "${TEST_WORKERS:-auto}" --dist loadfile "$@"
 code=$?
 set -e
 exit $code

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cmd
+from conftest import REPO, repo_files, run_cmd
 
 from e2e_asr.cli import DEBUG_ENV, report_error
 
@@ -60,9 +60,8 @@ def test_run_sh_user_error_is_one_line_and_debug_flag_shows_the_traceback(
 
 def test_steps_report_errors_through_the_one_formatter() -> None:
     # a caught error printed by hand would not honour E2E_ASR_DEBUG
-    scripts = [*REPO.glob("steps/*.py"), *REPO.glob("utils/*.py"), *REPO.glob("local/**/*.py"),
-               *REPO.glob("src/e2e_asr/**/*.py"),
-               *REPO.glob("egs/*/local/*.py")]  # fmt: skip
+    scripts = repo_files("steps/*.py", "utils/*.py", "local/*.py", "src/e2e_asr/*.py",
+                         "egs/*/local/*.py")  # fmt: skip
     by_hand = re.compile(r"print\(f?[\"'][^\"']*: (error|PARITY FAILED): \{(e|exc|err)\}")
     offenders = [
         str(p.relative_to(REPO)) for p in scripts if by_hand.search(p.read_text(encoding="utf-8"))

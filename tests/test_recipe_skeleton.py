@@ -7,7 +7,7 @@ import re
 import textwrap
 from pathlib import Path
 
-from conftest import REPO, run_cmd
+from conftest import REPO, repo_files, run_cmd
 
 RECIPE_VARS = (
     "stage stop_stage wav_dir transcript output_dir exp_dir base_model train_config "
@@ -173,14 +173,7 @@ def test_recipe_scripts_are_executable() -> None:
         REPO / ".ci/run",
     ]
     # and every file that starts with a shebang: README and docstrings call them by path
-    scripts += [
-        p
-        for p in REPO.rglob("*")
-        if p.is_file()
-        and not p.is_symlink()
-        and not {".venv", ".git", "exp"} & set(p.relative_to(REPO).parts)
-        and p.open("rb").read(2) == b"#!"
-    ]
+    scripts += [p for p in repo_files() if p.open("rb").read(2) == b"#!"]
     not_executable = [str(p.relative_to(REPO)) for p in scripts if not os.access(p, os.X_OK)]
     assert not not_executable, f"not executable: {not_executable}"
 
