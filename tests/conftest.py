@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# tests/run.sh runs one pytest-xdist worker per core: the processes a test starts (recipe
+# stages, training, decode jobs) take one thread each, like the tests' own torch
+# (model_fixtures.one_thread), rather than each spinning on every core against the other workers
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Recipe scripts start with `import _venv` (utils/_venv.py: the project's .venv in a fresh
 # shell). Tests that load a script in-process (runpy) find it here; inside the venv it is a no-op.
 sys.path.append(str(REPO / "utils"))
