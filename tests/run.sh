@@ -8,9 +8,12 @@ tools/setup.sh --demo   # espeak-ng: the demo tests synthesise speech
 tools/setup.sh --sox    # sox: the audio-conversion tests resample and downmix with it
 . ./path.sh
 set +e
-# one worker per core, each taking whole test files (module fixtures are built once);
-# TEST_WORKERS=0 runs everything in this process (e.g. for pdb)
-python -m pytest -q -n "${TEST_WORKERS:-auto}" --dist loadfile "$@"
+# one worker per core (at most 8: each holds torch and its tests' processes in memory), each
+# taking whole test files, so module fixtures are built once; TEST_WORKERS=0 runs everything
+# in this process (e.g. for pdb)
+cores=$(nproc)
+workers=${TEST_WORKERS:-$(( cores < 8 ? cores : 8 ))}
+python -m pytest -q -n "$workers" --dist loadfile "$@"
 code=$?
 set -e
 exit $code
