@@ -10,7 +10,10 @@ epoch runs straight through, is resumed in the middle, or is read by a worker pr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import kaldiio
@@ -139,10 +142,41 @@ class BatchDataset(Dataset):
         self._fds.clear()
 
 
+@contextlib.contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """SIGINT blocked in this thread for the block, delivered when it ends (main thread only).
+
+    A Ctrl-C that lands while a process forks is lost in the parent: CPython raises the
+    KeyboardInterrupt inside fork's after-in-parent hooks (logging's lock release), which
+    print it as "Exception ignored" and go on. Held back, it arrives after the fork, where the
+    caller's ``except KeyboardInterrupt`` sees it. A child forked meanwhile inherits the
+    blocked signal.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+class _Loader(DataLoader):
+    """A DataLoader whose worker processes start with Ctrl-C held back (``ctrl_c_held``): the
+    training process gets the KeyboardInterrupt and stops them, and the workers, which keep
+    SIGINT blocked for life, never die of their own copy of it mid-batch."""
+
+    def __iter__(self):
+        with ctrl_c_held():
+            return super().__iter__()
+
+
 def make_loader(dataset: BatchDataset, num_workers: int, pin_memory: bool = False) -> DataLoader:
     """Iterates the batches in order. A private generator keeps DataLoader from drawing its
-    worker seed from the global torch RNG, which would shift dropout after a resume."""
-    return DataLoader(
+    worker seed from the global torch RNG, which would shift dropout after a resume. Ctrl-C
+    goes to the calling process, never to a worker (``_Loader``)."""
+    return _Loader(
         dataset,
         batch_size=None,
         shuffle=False,
