@@ -26,6 +26,9 @@ SCRIPT = textwrap.dedent(
         def __getitem__(self, i):
             return torch.tensor([i])
 
+    # Python's own Ctrl-C handler, as a trainer started from a terminal has it (a test run
+    # started as a shell's background job inherits SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parent = os.getpid()
     # Ctrl-C exactly while the workers are forked: to the trainer (after fork, in the parent)
     # and to each new worker (after fork, in the child), as the terminal sends it to both
