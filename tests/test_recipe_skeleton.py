@@ -318,3 +318,12 @@ def test_egs_outputs_are_git_ignored_and_stages_have_one_implementation() -> Non
             "decode.py",
         ):
             assert step not in text, f"{recipe.name} calls {step} itself"
+
+
+def test_tests_run_sh_refuses_a_bad_worker_count_before_setting_up() -> None:
+    proc = run_cmd("TEST_WORKERS=two tests/run.sh tests/test_config.py")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "tests/run.sh: TEST_WORKERS='two' is not a number of workers (0: one process)"
+    )
+    assert "setup:" not in proc.stdout + proc.stderr
