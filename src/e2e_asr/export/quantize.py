@@ -8,8 +8,9 @@ slightly different inputs like the fp32 graph does: sherpa-onnx's fbank and ours
 differ in the last digits) give the same hypotheses. Measured on the demo's fine-tuned model
 (target test, 200 utterances, CTC greedy; identical to sherpa-onnx / unchanged for the audio
 x 1.001 / 1-thread encoder CPU time vs fp32): fp32 99.5% / 100% / 1.00; weight-only int8 100% /
-99.5% / 1.00; dynamic int8 91% / 93% / 0.90 (91.5% / 94% / 0.75 without the ConvInteger
-subsampling convolution); static int8 (``quantize_static`` calibrated
+99.5% / 1.00; dynamic int8, as the encoder was exported before (its multi-channel subsampling
+convolution also quantized, as ConvInteger) 91% / 93% / 0.90 (91.5% / 94% / 0.75 without the
+ConvInteger); static int8 (``quantize_static`` calibrated
 on the dev set's features: QDQ or QOperator, MinMax, Percentile or Entropy, per-tensor or
 per-channel weights, with or without quantized outputs) 83-96% / 84-96% / 0.84-0.98. Any
 rounding of the activations to 8 bits, with a fixed scale or not, flips hypotheses on tiny
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -47,13 +47,6 @@ OP_TYPES = ["MatMul", "Gemm"]
 # by 38.7% of tokens with 8-bit weights and 3.9% with 7-bit ones, at the same speed (seed-size
 # encoder, 1 thread, CPU time 214 vs 216 ms). The graphs must run on any CPU, so always.
 REDUCE_RANGE = True
-# The convolutions of the conv2d subsampling that read more than one channel (the 320 -> 320
-# 3x3 one of the seed model: ~18% of the fp32 encoder's time at full frame rate) become
-# ConvInteger with uint8 weights: ONNX Runtime's uint8 x uint8 kernel widens to int16 before
-# multiplying (no saturation, full 8 bits) and is the fast one; with int8 weights ConvInteger
-# took 3.7x as long, and the one-channel first convolution is slower quantized (measured on
-# an AVX2 CPU without VNNI, 1 thread: 320 -> 320 conv 46 ms fp32, 40 ms uint8, 150 ms int8).
-CONV_MIN_IN_CHANNELS = 2
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -62,32 +55,22 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     The graph first goes through ONNX Runtime's quantization pre-processing (ONNX shape
     inference and graph optimisation). Its symbolic shape inference is skipped: it cannot
     reason about the conv2d subsampling's floor((T - 3) / 2) lengths and aborts. Then the
-    multi-channel convolutions (uint8 weights) and the matrix products (int8 weights) are
-    quantized, one pass each.
+    matrix products are quantized (int8 weights). Used for the decoder graphs, which hold no
+    convolution (the encoder, with its conv2d subsampling, is weight-only).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with atomic_path(dst) as tmp:
         pre = tmp.with_name(tmp.name + ".pre.onnx")
-        conv = tmp.with_name(tmp.name + ".conv.onnx")
         # the quantizer logs through the root logger; keep its chatter off the user's terminal
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)
         try:
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            convs = multi_channel_convs(pre)
-            if convs:
-                quantize_dynamic(
-                    str(pre),
-                    str(conv),
-                    weight_type=QuantType.QUInt8,
-                    op_types_to_quantize=["Conv"],
-                    nodes_to_quantize=convs,
-                )
             quantize_dynamic(
-                str(conv if convs else pre),
+                str(pre),
                 str(tmp),
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=OP_TYPES,
@@ -96,24 +79,6 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         finally:
             root.setLevel(level)
             pre.unlink(missing_ok=True)
-            conv.unlink(missing_ok=True)
-
-
-def multi_channel_convs(path: str | os.PathLike) -> list[str]:
-    """Names of the Conv nodes whose constant weight reads at least CONV_MIN_IN_CHANNELS
-    input channels."""
-    import onnx
-
-    model = onnx.load(str(Path(path)))
-    weights = {w.name: list(w.dims) for w in model.graph.initializer}
-    return [
-        n.name
-        for n in model.graph.node
-        if n.op_type == "Conv"
-        and n.name
-        and len(weights.get(n.input[1], [])) == 4
-        and weights[n.input[1]][1] >= CONV_MIN_IN_CHANNELS
-    ]
 
 
 def quantize_weights_int8(src: str | os.PathLike, dst: str | os.PathLike) -> int:
