@@ -54,3 +54,48 @@ def test_ctrl_c_during_worker_start_interrupts_the_trainer_and_spares_the_worker
     assert "trainer interrupted" in proc.stdout
     # nothing lost and nothing printed on the way: no "Exception ignored", no dead worker
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+
+
+SCRIPT_MID_BATCH = textwrap.dedent(
+    """
+    import os, signal, sys, time, traceback
+    import torch
+    from torch.utils.data import Dataset
+    from e2e_asr.data.loader import make_loader
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as above
+
+    class Numbers(Dataset):
+        def __len__(self):
+            return 6
+        def __getitem__(self, i):
+            if i == 2:  # the trainer is waiting for this batch: Ctrl-C now
+                time.sleep(0.5)
+                os.kill(os.getppid(), signal.SIGINT)
+                time.sleep(0.5)
+            return torch.tensor([i])
+
+    got = []
+    try:
+        for b in make_loader(Numbers(), num_workers=1):
+            got.append(int(b))
+    except KeyboardInterrupt as exc:
+        where = [f.filename for f in traceback.extract_tb(exc.__traceback__)]
+        inside = any("torch/utils/data" in f for f in where)
+        print("interrupted", "inside the loader" if inside else "between batches", got)
+        sys.exit(130)
+    print("not interrupted", got)
+    """
+)
+
+
+def test_ctrl_c_while_a_batch_is_awaited_arrives_between_batches() -> None:
+    """Ctrl-C while the trainer waits for a batch: the batch is received whole (the worker's
+    sending is never cut off), then the KeyboardInterrupt comes, outside DataLoader's code.
+    Before, it came inside DataLoader's wait ("inside the loader")."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT_MID_BATCH], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 130, (proc.stdout, proc.stderr[-3000:])
+    assert proc.stdout.startswith("interrupted between batches"), proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr

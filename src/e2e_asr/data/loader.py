@@ -163,13 +163,24 @@ def ctrl_c_held() -> Iterator[None]:
 
 
 class _Loader(DataLoader):
-    """A DataLoader whose worker processes start with Ctrl-C held back (``ctrl_c_held``): the
-    training process gets the KeyboardInterrupt and stops them, and the workers, which keep
-    SIGINT blocked for life, never die of their own copy of it mid-batch."""
+    """A DataLoader that talks to its workers with Ctrl-C held back (``ctrl_c_held``): while it
+    forks them, and while it takes each batch from them. The workers keep SIGINT blocked for
+    life and never die of their own copy of it; the training process gets the KeyboardInterrupt
+    between batches, never halfway through receiving one (a worker whose batch was cut off
+    printed a traceback from its sending thread), and stops them."""
 
     def __iter__(self):
         with ctrl_c_held():
-            return super().__iter__()
+            batches = super().__iter__()
+        while True:
+            with ctrl_c_held():
+                batch = next(batches, _END)
+            if batch is _END:
+                return
+            yield batch
+
+
+_END = object()
 
 
 def make_loader(dataset: BatchDataset, num_workers: int, pin_memory: bool = False) -> DataLoader:
