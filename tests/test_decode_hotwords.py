@@ -11,7 +11,12 @@ import pytest
 from e2e_asr.data.units import Tokenizer
 from e2e_asr.decode.config import DecodeConfig, DecodeConfigError
 from e2e_asr.decode.context_graph import ContextGraph, HotwordError, load_hotwords
-from e2e_asr.decode.search import ctc_prefix_beam, decode_batch, rescore_nbest
+from e2e_asr.decode.search import (
+    attention_beam_search,
+    ctc_prefix_beam,
+    decode_batch,
+    rescore_nbest,
+)
 
 V = 8  # 0 blank, 1 unk, 2..6 tokens, 7 sos/eos
 
@@ -127,6 +132,43 @@ def test_the_bonus_is_carried_into_attention_rescoring() -> None:
     assert rescore_nbest(scorer, enc, np.array([4]), [nbest], 0.5, g) == [[3, 4]]
     with pytest.raises(ValueError, match="hotwords"):
         decode_batch(scorer, feats, lens, DecodeConfig(mode="ctc_greedy"), context=g)
+
+
+def test_attention_beam_search_takes_the_bonus_and_withdraws_an_unfinished_match() -> None:
+    lp = _posteriors([{3: 0.9}, {}, {2: 0.55, 4: 0.4}, {}])
+    scorer = FlatDecoder(lp)
+    enc = np.zeros((1, 1, 1))
+    kw = {"beam": 4, "ctc_beam": V, "ctc_weight": 0.5}  # a flat decoder: every token a candidate
+    plain = attention_beam_search(scorer, enc, 4, lp, **kw)
+    assert plain[0][0] == [3, 2]
+    g = ContextGraph([([3, 4], 1.0)])
+    biased = attention_beam_search(scorer, enc, 4, lp, context=g, **kw)
+    assert biased[0][0] == [3, 4]
+    # an ended hypothesis' score holds its whole bonus (2 tokens x 1.0), added to the search's
+    # own (1 - ctc_weight) * att + ctc_weight * ctc
+    acoustic = {tuple(h): sc for h, sc in plain}
+    assert math.isclose(biased[0][1], acoustic[(3, 4)] + 2.0, abs_tol=1e-6)
+    # the audio says "3 2": the phrase [3, 4, 6] matches only its first token, and the
+    # bonus of that token is gone from every ended hypothesis (broken or unfinished)
+    lp = _posteriors([{3: 0.9}, {}, {2: 0.9}, {}])
+    scorer = FlatDecoder(lp)
+    plain = attention_beam_search(scorer, enc, 4, lp, **kw)
+    g = ContextGraph([([3, 4, 6], 3.0)])
+    biased = attention_beam_search(scorer, enc, 4, lp, context=g, **kw)
+    assert biased[0][0] == plain[0][0] == [3, 2]
+    assert math.isclose(biased[0][1], plain[0][1], abs_tol=1e-6)
+    acoustic = {tuple(h): sc for h, sc in plain}
+    both = [(h, sc) for h, sc in biased if tuple(h) in acoustic]
+    assert len(both) >= 3
+    for hyp, sc in both:  # e.g. "3 4" unfinished: bonus 0; a complete "3 4 6": 9
+        assert math.isclose(sc, acoustic[tuple(hyp)] + g.score(hyp), abs_tol=1e-6)
+    # and decode_batch carries the context into mode attention
+    feats, lens = np.zeros((1, 4, 2), np.float32), np.array([4])
+    cfg = DecodeConfig(mode="attention", beam=4, ctc_beam=V, ctc_weight=0.5)
+    lp = _posteriors([{3: 0.9}, {}, {2: 0.55, 4: 0.4}, {}])
+    scorer = FlatDecoder(lp)
+    assert decode_batch(scorer, feats, lens, cfg) == [[3, 2]]
+    assert decode_batch(scorer, feats, lens, cfg, context=ContextGraph([([3, 4], 1.0)])) == [[3, 4]]
 
 
 def test_hotword_file_scores_comments_and_unknown_characters(tmp_path: Path) -> None:

@@ -11,6 +11,14 @@ import yaml
 from e2e_asr.data.schema import Fail, SchemaError, enforce_rules, parse_section
 
 MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "attention_rescoring")
+# the searches that carry a hotword context (greedy decoding has no choice to bias)
+HOTWORD_MODES = ("ctc_prefix_beam", "attention_rescoring", "attention")
+
+
+def hotword_mode_error(mode: str) -> str:
+    return f"work with mode {', '.join(HOTWORD_MODES)}, not {mode}"
+
+
 # ESPnet spellings of the same options
 _ALIASES = {"beam_size": "beam", "beam-size": "beam", "ctc-weight": "ctc_weight"}
 
@@ -29,7 +37,7 @@ class DecodeConfig:
     maxlenratio: float = 0.0  # 0: up to the encoder length
     minlenratio: float = 0.0
     batch_size: int = 8  # utterances per encoder batch
-    # hotword biasing (ctc_prefix_beam, attention_rescoring): a phrase file and the default
+    # hotword biasing (the HOTWORD_MODES searches): a phrase file and the default
     # per-token bonus of its phrases (see e2e_asr.decode.context_graph)
     hotwords: str | None = None
     hotword_score: float = 1.0
@@ -58,11 +66,8 @@ class DecodeConfig:
             fail("batch_size", "must be >= 1")
         if not self.hotword_score > 0:
             fail("hotword_score", f"{self.hotword_score} must be > 0")
-        if self.hotwords and self.mode not in ("ctc_prefix_beam", "attention_rescoring"):
-            fail(
-                "hotwords",
-                f"work with mode ctc_prefix_beam or attention_rescoring, not {self.mode}",
-            )
+        if self.hotwords and self.mode not in HOTWORD_MODES:
+            fail("hotwords", hotword_mode_error(self.mode))
 
     @classmethod
     def from_dict(
@@ -136,7 +141,7 @@ def add_decode_arguments(parser: Any) -> None:
         "--hotwords",
         metavar="FILE",
         help="hotword phrases to favour, one a line, optional ' :score' per phrase "
-        "(modes ctc_prefix_beam, attention_rescoring)",
+        f"(modes {', '.join(HOTWORD_MODES)})",
     )
     g.add_argument(
         "--hotword-score", type=float, help="bonus per matched token of a hotword (default 1.0)"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from e2e_asr.decode.config import DecodeConfig
+from e2e_asr.decode.config import HOTWORD_MODES, DecodeConfig, hotword_mode_error
 
 if TYPE_CHECKING:
     from e2e_asr.decode.context_graph import ContextGraph
@@ -249,6 +249,7 @@ def attention_beam_search(
     penalty: float = 0.0,
     maxlenratio: float = 0.0,
     minlenratio: float = 0.0,
+    context: ContextGraph | None = None,
 ) -> list[tuple[list[int], float]]:
     """Label-synchronous beam search with the attention decoder and joint CTC prefix scores.
 
@@ -257,6 +258,10 @@ def attention_beam_search(
     proposes its ``ctc_beam`` best tokens by attention score; those are rescored with
     ``(1 - ctc_weight) * att + ctc_weight * delta(CTC prefix score) + penalty`` and the best
     ``beam`` continuations over all hypotheses survive. Returns ended hypotheses, best first.
+
+    With a hotword ``context`` graph, each hypothesis carries its context state: a candidate
+    token adds its bonus change in full (like rescoring does), and eos withdraws an unfinished
+    match, so ended hypotheses' scores include their whole bonus.
     """
     sos = eos = scorer.eos
     blank = BLANK
@@ -269,6 +274,7 @@ def attention_beam_search(
     scores = np.zeros(1)
     ctc_states = ctc.initial_state()[None] if ctc else None
     ctc_prev = np.zeros(1)
+    ctx_states = [context.start] if context is not None else []
     ended: list[tuple[list[int], float]] = []
     ended_by_len: dict[int, float] = {}
     decoder = _NextToken(scorer, enc, enc_len)
@@ -293,6 +299,15 @@ def attention_beam_search(
             # -inf - -inf (a prefix CTC cannot produce at all) is NaN: treat it as impossible
             local = np.where(np.isnan(local), NEG_INF, local)
         total = scores[:, None] + local + penalty
+        if context is not None:
+            steps = [
+                [
+                    (context.finalize(st), st) if c == eos else context.step(st, c)
+                    for c in row.tolist()
+                ]
+                for st, row in zip(ctx_states, cands, strict=True)
+            ]
+            total = total + np.array([[d for d, _ in row] for row in steps])
         flat = np.argsort(-total, axis=None, kind="stable")[:beam]
         h_idx, c_idx = np.unravel_index(flat, total.shape)
         run_h, run_c = [], []
@@ -311,14 +326,18 @@ def attention_beam_search(
             break
         best_ended = max((s for _, s in ended), default=NEG_INF)
         new_scores = total[run_h, run_c]
-        if penalty <= 0.0 and best_ended >= new_scores.max():
-            # every step adds a score <= 0, so no running hypothesis can overtake any more
+        # without a length or hotword bonus every step adds a score <= 0, so once an ended
+        # hypothesis leads, no running one can overtake it any more
+        can_grow = penalty > 0.0 or context is not None
+        if not can_grow and best_ended >= new_scores.max():
             break
-        if penalty > 0.0 and _end_detected(ended_by_len, best_ended, i):
+        if can_grow and _end_detected(ended_by_len, best_ended, i):
             break
         seqs = np.concatenate([seqs[run_h], cands[run_h, run_c][:, None]], axis=1)
         decoder.keep(np.asarray(run_h, dtype=np.int64))
         scores = new_scores
+        if context is not None:
+            ctx_states = [steps[h][c][1] for h, c in zip(run_h, run_c, strict=True)]
         if ctc is not None:
             ctc_states = new_states[run_h, run_c]
             ctc_prev = psi[run_h, run_c]
@@ -502,10 +521,8 @@ def decode_batch(
     if posteriors is not None:
         lp = _to_numpy(ctc_lp)
         posteriors.extend(lp[b, : int(enc_lens[b])] for b in range(len(enc_lens)))
-    if context is not None and cfg.mode not in ("ctc_prefix_beam", "attention_rescoring"):
-        raise ValueError(
-            f"hotwords work with mode ctc_prefix_beam or attention_rescoring, not {cfg.mode}"
-        )
+    if context is not None and cfg.mode not in HOTWORD_MODES:
+        raise ValueError(f"hotwords {hotword_mode_error(cfg.mode)}")
     if cfg.mode == "ctc_greedy":
         return ctc_greedy(ctc_lp, enc_lens)
     if cfg.mode in ("ctc_prefix_beam", "attention_rescoring"):
@@ -533,6 +550,7 @@ def decode_batch(
                 penalty=cfg.penalty,
                 maxlenratio=cfg.maxlenratio,
                 minlenratio=cfg.minlenratio,
+                context=context,
             )
             out.append(hyps[0][0])
         return out
