@@ -196,3 +196,8 @@ def test_decode_config_refuses_hotwords_where_they_do_nothing() -> None:
     with pytest.raises(DecodeConfigError, match="hotword_score"):
         DecodeConfig(hotword_score=0.0)
     assert DecodeConfig().updated(hotwords="h.txt", hotword_score=1.5).hotwords == "h.txt"
+    # a command-line override (transcribe/decode) is named once, not "decode config: " twice
+    with pytest.raises(DecodeConfigError) as err:
+        DecodeConfig().updated(mode="ctc_greedy", hotwords="h.txt")
+    assert str(err.value).startswith("decode config: hotwords work with mode ctc_prefix_beam")
+    assert str(err.value).count("decode config") == 1

@@ -182,7 +182,8 @@ def _parse(
     try:
         obj = cls(**values)
     except SchemaError as exc:  # a rule a __post_init__ enforces for direct construction too
-        raise SchemaError(f"{src}: {exc}") from None
+        msg = str(exc)  # it names its own source, which may be ``src`` already
+        raise SchemaError(msg if msg.startswith(f"{src}: ") else f"{src}: {msg}") from None
     check = getattr(obj, "check", None)
     if check is not None:
 
