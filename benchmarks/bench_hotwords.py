@@ -3,7 +3,7 @@
 
   benchmarks/bench_hotwords.py (--model-dir EXP/export | --checkpoint CKPT)
       --corpus-dir exp/demo/corpus --out-dir DIR [--hotword-score 2.0]
-      [--mode attention_rescoring] [--nj 1]
+      [--mode attention_rescoring] [--ctc-weight W] [--nj 1]
 
 The list is the target domain's vocabulary: the place and organisation names (jieba tags
 ns/nt, two characters or more) of the demo lexicon (local/demo/demo_text.py), written to
@@ -60,11 +60,11 @@ def synth_clean_target_text(out: Path, n: int, seed: int = 7) -> Path:
     return out
 
 
-def make_dir(corpus: Path, domain: str, out: Path, limit: int = 0) -> Path:
+def make_dir(corpus: Path, domain: str, out: Path, limit: int = 0, split: str = "test") -> Path:
     from e2e_asr.data.datadir import Utterance, iter_kv, write_data_dir
     from e2e_asr.data.text import normalize
 
-    src = corpus / domain / "test"
+    src = corpus / domain / split
     utts = [
         Utterance(k, str((src / "wav" / f"{k}.wav").resolve()), normalize(t), k)
         for k, t in iter_kv(src / "transcript.txt")
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", required=True, type=Path)
     p.add_argument("--hotword-score", type=float)
     p.add_argument("--mode", default="attention_rescoring")
+    p.add_argument("--ctc-weight", type=float, help="decode.py's --ctc-weight, for both decodes")
     p.add_argument("--nj", type=int, default=1)
     p.add_argument(
         "--clean-target-text",
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, str(ROOT / "steps" / "decode.py"), *model]
             cmd += ["--data-dir", str(data), "--out-dir", str(a.out_dir / domain / name)]
             cmd += ["--mode", a.mode, "--nj", str(a.nj)]
+            if a.ctc_weight is not None:
+                cmd += ["--ctc-weight", str(a.ctc_weight)]
             cmd += ["--hotwords" if biased else "--phrases", str(hot)]
             if biased and a.hotword_score is not None:
                 cmd += ["--hotword-score", str(a.hotword_score)]
