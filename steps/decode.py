@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from e2e_asr.data.datadir import DataDirError
     from e2e_asr.data.feature_jobs import FeatureJobError
     from e2e_asr.data.io import atomic_write_lines
+    from e2e_asr.decode.config import DecodeConfigError
     from e2e_asr.decode.context_graph import HotwordError, phrase_recall, read_phrases
     from e2e_asr.decode.jobs import ModelSpec
     from e2e_asr.decode.report import read_text, write_results
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{a.data_dir}: {len(odd)} utterances are in only one of text and "
                 f"wav.scp/segments (first: {odd[0]})"
             )
-    except (DataDirError, DecodeJobError, FeatureJobError, OSError) as e:
+    except (DataDirError, DecodeConfigError, DecodeJobError, FeatureJobError, OSError) as e:
         return report_error("decode", e)
     out = Path(a.out_dir)
     name = a.name or out.name

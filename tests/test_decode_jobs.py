@@ -149,3 +149,24 @@ def test_failing_decode_job_is_named_with_its_log(ckpt: Path, tmp_path: Path) ->
     assert f"job JOB=2 failed with exit code 1; see {log}" in proc.stderr
     assert "decode job 2: error:" in proc.stderr and "nope" in proc.stderr
     assert (out / "jobs/done.1.json").exists() and not (out / "result.json").exists()
+
+
+def test_a_decode_config_the_options_break_is_refused_before_any_job(
+    ckpt: Path, tmp_path: Path
+) -> None:
+    data = _data_dir(tmp_path)
+    hot = tmp_path / "hot.txt"
+    hot.write_text("一二\n", encoding="utf-8")
+    out = tmp_path / "dec"
+    proc = subprocess.run(
+        _decode(ckpt, data, out, "--hotwords", str(hot)),  # with --mode ctc_greedy
+        env=recipe_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "decode: error: decode config: hotwords work with mode ctc_prefix_beam, "
+        "attention_rescoring, attention, not ctc_greedy"
+    ]
+    assert not (out / "log").exists()  # no job was started

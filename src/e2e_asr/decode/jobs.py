@@ -42,6 +42,22 @@ class ModelSpec:
     decode_yaml: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
+    def check_decode_config(self) -> None:
+        """Apply the overrides to the decode config the jobs will start from (``decode_yaml``,
+        else the export's ``decode.yaml``), so that a rule they break together (hotwords with
+        ctc_greedy, say) is refused before any job starts; ``DecodeConfigError`` names it. A
+        checkpoint's own options are checked when its jobs load it."""
+        from e2e_asr.decode.config import DecodeConfig
+
+        exported = Path(self.model_dir) / "decode.yaml" if self.model_dir else None
+        if self.decode_yaml:
+            base = DecodeConfig.from_yaml(self.decode_yaml)
+        elif exported is not None and exported.is_file():
+            base = DecodeConfig.from_yaml(exported)
+        else:
+            base = DecodeConfig()
+        base.updated(**self.overrides)
+
     def build(self, num_threads: int):  # -> Recognizer
         from e2e_asr.decode.config import DecodeConfig
         from e2e_asr.decode.recognizer import Recognizer

@@ -197,8 +197,10 @@ def decode_data_dir(
     threads: int = 0,
 ) -> Merged:
     """Decode ``data_dir`` in ``nj`` jobs through the ``cmd`` runner (``utils/run.py`` style,
-    e.g. ``$decode_cmd``), resuming finished jobs, and merge their outputs."""
+    e.g. ``$decode_cmd``), resuming finished jobs, and merge their outputs. A decode config
+    the overrides break raises ``DecodeConfigError`` before any job starts."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    spec.check_decode_config()
     if not (data_dir / "wav.scp").is_file():
         raise DecodeJobError(f"{data_dir}: no wav.scp")
     n = count_utts(data_dir)
