@@ -275,6 +275,9 @@ def attention_beam_search(
     ctc_states = ctc.initial_state()[None] if ctc else None
     ctc_prev = np.zeros(1)
     ctx_states = [context.start] if context is not None else []
+    # without a length or hotword bonus every step adds a score <= 0, so once an ended
+    # hypothesis leads, no running one can overtake it any more
+    can_grow = penalty > 0.0 or context is not None
     ended: list[tuple[list[int], float]] = []
     ended_by_len: dict[int, float] = {}
     decoder = _NextToken(scorer, enc, enc_len)
@@ -326,9 +329,6 @@ def attention_beam_search(
             break
         best_ended = max((s for _, s in ended), default=NEG_INF)
         new_scores = total[run_h, run_c]
-        # without a length or hotword bonus every step adds a score <= 0, so once an ended
-        # hypothesis leads, no running one can overtake it any more
-        can_grow = penalty > 0.0 or context is not None
         if not can_grow and best_ended >= new_scores.max():
             break
         if can_grow and _end_detected(ended_by_len, best_ended, i):
