@@ -74,7 +74,7 @@ def run(a: argparse.Namespace) -> int:
     from e2e_asr.data.audio import load_audio
     from e2e_asr.data.datadir import read_data_dir
     from e2e_asr.decode.alignment import token_times
-    from e2e_asr.decode.context_graph import load_hotwords, phrase_recall
+    from e2e_asr.decode.context_graph import load_hotwords, phrase_recall, read_phrases
     from e2e_asr.decode.recognizer import Recognizer
     from e2e_asr.decode.scoring import score_corpus
     from e2e_asr.decode.search import ctc_prefix_beam, hypothesis_logprobs, rescore_nbest
@@ -83,7 +83,7 @@ def run(a: argparse.Namespace) -> int:
     a.out_dir.mkdir(parents=True, exist_ok=True)
     hot = a.out_dir / "hotwords.txt"
     write_list(hot, a.corpus_dir)
-    phrases = [line.strip() for line in hot.read_text(encoding="utf-8").splitlines()]
+    phrases = [ph for ph, _, _ in read_phrases(hot)]  # as decode.py measures recall
     rec = Recognizer.from_model_dir(a.model_dir, backend="torch")
     cfg = rec.config
     unit_graph = load_hotwords(hot, rec.tokenizer, 1.0)
@@ -148,9 +148,10 @@ def run(a: argparse.Namespace) -> int:
         found = total = 0
         for utt, (_, hs, *_rest) in nbests[("target", s)].items():
             ref = refs["target"][utt]
-            hits = [sum(min(ref.count(ph), h.count(ph)) for ph in phrases if ph in ref) for h in hs]
-            found += max(hits)
-            total += sum(ref.count(ph) for ph in phrases if ph in ref)
+            said = [ph for ph in phrases if ph in ref]
+            per_hyp = [phrase_recall({utt: ref}, {utt: h}, said) for h in hs]
+            found += max(r.recalled for r in per_hyp)
+            total += per_hyp[0].occurrences
         oracle[s] = 100.0 * found / total
     print(f"\nsplit {a.split}; oracle target recall of the n-best by search score:")
     print("  " + ", ".join(f"{s:g}: {v:.1f}%" for s, v in oracle.items()))
